@@ -1,0 +1,110 @@
+//! The shape of `pillars.toml`. Unknown keys are errors: a misspelt key silently ignored
+//! is a mirror silently missing.
+
+use regex::Regex;
+use semver::VersionReq;
+use serde::{Deserialize, Deserializer};
+
+/// One deployment's manifest.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Git repositories the Source Control Pillar mirrors into CodeCommit.
+    #[serde(default, rename = "repository")]
+    pub repositories: Vec<Repository>,
+    /// Images the Docker mirror copies into ECR.
+    #[serde(default, rename = "image")]
+    pub images: Vec<Image>,
+    /// The Logging Pillar's settings, when this deployment has one.
+    pub logging: Option<Logging>,
+}
+
+/// A git repository mirrored into CodeCommit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repository {
+    /// The CodeCommit repository name.
+    pub codecommit: String,
+    /// Where the mirror fetches from (https, http or file URL). Never taken from a webhook.
+    pub source: String,
+    /// The `workspace/slug` (Bitbucket Cloud) or `PROJECT/slug` (Data Center) that webhooks
+    /// name; matched without regard to case.
+    pub bitbucket: String,
+    /// Secrets Manager secret holding `username:password` for the source, if it needs one.
+    pub credentials_secret: Option<String>,
+}
+
+/// A container image repository mirrored into ECR.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    /// `host[:port]/repository`, without tag or digest.
+    pub source: String,
+    /// The ECR repository name it is copied into.
+    pub ecr_repository: String,
+    /// Which tags are mirrored: the explicit `tags`, plus every tag that matches one
+    /// `include` pattern, no `exclude` pattern and the `semver` range; then only the
+    /// `keep_newest` newest of those.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default, deserialize_with = "regexes")]
+    pub include: Vec<Regex>,
+    #[serde(default, deserialize_with = "regexes")]
+    pub exclude: Vec<Regex>,
+    pub semver: Option<VersionReq>,
+    pub keep_newest: Option<usize>,
+    /// Secrets Manager secret holding `username:password` for the source registry.
+    pub credentials_secret: Option<String>,
+    /// Scan images on push when the ECR repository is created.
+    #[serde(default = "yes")]
+    pub scan_on_push: bool,
+    /// Make tags immutable when the ECR repository is created.
+    #[serde(default)]
+    pub immutable_tags: bool,
+}
+
+/// The Logging Pillar's stream and where its records land.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    /// The Kinesis data stream services write to when observability is down.
+    pub stream: String,
+    /// Log groups are `<prefix><service>`.
+    #[serde(default = "default_log_group_prefix")]
+    pub log_group_prefix: String,
+    /// Retention set on the log groups the sink creates.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// How often the heartbeat proves the path alive.
+    #[serde(default = "default_heartbeat_minutes")]
+    pub heartbeat_period_minutes: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_log_group_prefix() -> String {
+    "/pillars/logs/".to_owned()
+}
+
+fn default_retention_days() -> u32 {
+    30
+}
+
+fn default_heartbeat_minutes() -> u32 {
+    5
+}
+
+fn regexes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Regex>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|pattern| {
+            Regex::new(pattern).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "`{pattern}` is not a valid regular expression (Rust regex syntax): {e}"
+                ))
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,233 @@
+use std::path::{Path, PathBuf};
+
+use crate::{ConfigError, Manifest, Problem};
+
+const VALID: &str = r#"
+[[repository]]
+codecommit = "net"
+source = "https://bitbucket.example.com/scm/net/net.git"
+bitbucket = "NET/net"
+
+[[image]]
+source = "localhost:5000/library/alpine"
+ecr_repository = "mirror/alpine"
+tags = ["3.20"]
+"#;
+
+fn parse(text: &str) -> Result<Manifest, ConfigError> {
+    Manifest::parse(text, Path::new("pillars.toml"))
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    match parse(text) {
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        other => panic!("expected validation problems, got {other:?}"),
+    }
+}
+
+fn keys(problems: &[Problem]) -> Vec<&str> {
+    problems.iter().map(|p| p.key.as_str()).collect()
+}
+
+#[test]
+fn the_commented_example_is_valid_and_complete() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../pillars.example.toml");
+    let manifest = Manifest::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(manifest.repositories.len(), 2);
+    assert_eq!(
+        manifest.repositories[0].credentials_secret.as_deref(),
+        Some("pillars/bitbucket-read")
+    );
+    assert_eq!(manifest.images.len(), 2);
+    let alpine = &manifest.images[0];
+    assert!(alpine.include[0].is_match("3.20") && !alpine.include[0].is_match("edge"));
+    assert!(
+        alpine
+            .semver
+            .as_ref()
+            .is_some_and(|r| r.matches(&semver::Version::new(3, 20, 0)))
+    );
+    assert_eq!(alpine.keep_newest, Some(5));
+    assert!(manifest.images[1].scan_on_push && !manifest.images[1].immutable_tags);
+    let logging = manifest.logging.expect("the example has a logging section");
+    assert_eq!(
+        (logging.stream.as_str(), logging.retention_days),
+        ("pillars-logs", 30)
+    );
+}
+
+#[test]
+fn defaults_fill_optional_settings() {
+    let manifest = parse(&format!("{VALID}\n[logging]\nstream = \"s\"\n")).expect("valid");
+    let logging = manifest.logging.expect("logging");
+    assert_eq!(logging.log_group_prefix, "/pillars/logs/");
+    assert_eq!(
+        (logging.retention_days, logging.heartbeat_period_minutes),
+        (30, 5)
+    );
+    assert!(manifest.images[0].scan_on_push);
+    assert!(
+        parse("")
+            .expect("an empty manifest is valid")
+            .repositories
+            .is_empty()
+    );
+}
+
+#[test]
+fn unknown_keys_are_named_with_their_path() {
+    let text = VALID.replace(
+        "bitbucket = \"NET/net\"",
+        "bitbucket = \"NET/net\"\nsorce = \"x\"",
+    );
+    let error = parse(&text).expect_err("unknown key");
+    let message = error.to_string();
+    assert!(
+        matches!(&error, ConfigError::Syntax { key, .. } if key == "repository[0].sorce"),
+        "{message}"
+    );
+    assert!(
+        message.starts_with("manifest pillars.toml: at `repository[0].sorce`: "),
+        "{message}"
+    );
+    assert!(message.contains("unknown field `sorce`"), "{message}");
+    assert!(
+        message.contains("line 6"),
+        "the TOML position helps find it: {message}"
+    );
+}
+
+#[test]
+fn missing_keys_and_toml_syntax_errors_are_named() {
+    let message = parse("[[repository]]\ncodecommit = \"a\"\n")
+        .expect_err("missing")
+        .to_string();
+    assert!(message.contains("missing field `source`"), "{message}");
+    let message = parse("[[repository]\n").expect_err("syntax").to_string();
+    assert!(message.contains("line 1"), "{message}");
+}
+
+#[test]
+fn bad_regex_and_semver_are_errors_at_their_key() {
+    let text = VALID.replace("tags = [\"3.20\"]", "include = ['^3\\.(']");
+    let message = parse(&text).expect_err("bad regex").to_string();
+    assert!(message.contains("image[0].include"), "{message}");
+    assert!(
+        message.contains("is not a valid regular expression"),
+        "{message}"
+    );
+    let text = VALID.replace("tags = [\"3.20\"]", "semver = \"three\"");
+    assert!(
+        parse(&text)
+            .expect_err("bad semver")
+            .to_string()
+            .contains("image[0].semver")
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = r#"
+[[repository]]
+codecommit = "net.git"
+source = "ssh://git@bitbucket.example.com/net.git"
+bitbucket = "NET"
+
+[[repository]]
+codecommit = "net.git"
+source = "https://user:hunter2@bitbucket.example.com/net.git"
+bitbucket = "net/NET"
+
+[[repository]]
+codecommit = "ok"
+source = "not a url"
+bitbucket = "net/net"
+credentials_secret = "bad secret name!"
+
+[[image]]
+source = "alpine:3.20"
+ecr_repository = "Mirror/Alpine"
+
+[[image]]
+source = "localhost:5000/alpine"
+ecr_repository = "Mirror/Alpine"
+tags = ["-bad"]
+keep_newest = 0
+
+[logging]
+stream = "has space"
+log_group_prefix = "bad prefix"
+retention_days = 31
+heartbeat_period_minutes = 0
+"#;
+    let found = problems(text);
+    assert_eq!(
+        keys(&found),
+        [
+            "repository[0].codecommit",
+            "repository[0].bitbucket",
+            "repository[0].source",
+            "repository[1].codecommit",
+            "repository[1].codecommit",
+            "repository[1].source",
+            "repository[2].bitbucket",
+            "repository[2].source",
+            "repository[2].credentials_secret",
+            "image[0].source",
+            "image[0].ecr_repository",
+            "image[0]",
+            "image[1].ecr_repository",
+            "image[1].ecr_repository",
+            "image[1].tags[0]",
+            "image[1].keep_newest",
+            "logging.stream",
+            "logging.log_group_prefix",
+            "logging.retention_days",
+            "logging.heartbeat_period_minutes",
+        ],
+        "{found:#?}"
+    );
+    let text_of = |key: &str, nth: usize| {
+        found
+            .iter()
+            .filter(|p| p.key == key)
+            .nth(nth)
+            .map(|p| p.message.clone())
+            .unwrap_or_default()
+    };
+    assert!(text_of("repository[0].codecommit", 0).contains("cannot end in `.git`"));
+    assert!(
+        text_of("repository[1].codecommit", 1).contains("already used at repository[0].codecommit")
+    );
+    assert!(
+        text_of("repository[2].bitbucket", 0).contains("already used at repository[1].bitbucket")
+    );
+    assert!(text_of("repository[0].source", 0).contains("`ssh` scheme is not supported"));
+    assert!(text_of("repository[1].source", 0).contains("credentials_secret"));
+    assert!(
+        !text_of("repository[1].source", 0).contains("hunter2"),
+        "passwords are never echoed"
+    );
+    assert!(text_of("logging.retention_days", 0).contains("30"));
+}
+
+#[test]
+fn the_error_names_the_file() {
+    let error = Manifest::load(Path::new("/nonexistent/pillars.toml")).expect_err("missing file");
+    assert!(
+        error
+            .to_string()
+            .starts_with("cannot read manifest /nonexistent/pillars.toml: ")
+    );
+    let error = Manifest::parse(
+        "[[image]]\nsource = \"x\"\necr_repository = \"yy\"\ntags=[\"a\"]\n",
+        Path::new("deploy/prod.toml"),
+    )
+    .expect_err("bad image source");
+    assert!(
+        error
+            .to_string()
+            .starts_with("manifest deploy/prod.toml is invalid:\n  - image[0].source: "),
+        "{error}"
+    );
+}

@@ -1,0 +1,241 @@
+//! Checks that need more than one field, or AWS's naming rules, collected so that one
+//! run of `pillar config check` names every problem at once.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::{Manifest, Problem};
+
+/// CloudWatch Logs accepts only these retention periods.
+const RETENTION_DAYS: &[u32] = &[
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+
+fn pattern(re: &str) -> Regex {
+    Regex::new(re).expect("a valid built-in pattern")
+}
+
+static CODECOMMIT_NAME: LazyLock<Regex> = LazyLock::new(|| pattern(r"^[A-Za-z0-9._-]{1,100}$"));
+static ECR_NAME: LazyLock<Regex> =
+    LazyLock::new(|| pattern(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$"));
+static IMAGE_SOURCE: LazyLock<Regex> = LazyLock::new(|| {
+    pattern(
+        r"^(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|[A-Za-z0-9.-]+:[0-9]+|localhost:[0-9]+)/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$",
+    )
+});
+static TAG: LazyLock<Regex> = LazyLock::new(|| pattern(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"));
+static BITBUCKET: LazyLock<Regex> =
+    LazyLock::new(|| pattern(r"^[A-Za-z0-9_.~-]+/[A-Za-z0-9_.~-]+$"));
+static SECRET_ID: LazyLock<Regex> = LazyLock::new(|| {
+    pattern(
+        r"^(?:arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:)?[A-Za-z0-9/_+=.@-]{1,512}$",
+    )
+});
+static STREAM: LazyLock<Regex> = LazyLock::new(|| pattern(r"^[A-Za-z0-9_.-]{1,128}$"));
+static LOG_GROUP_PREFIX: LazyLock<Regex> = LazyLock::new(|| pattern(r"^[A-Za-z0-9_./#-]{1,400}$"));
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Records a problem at `key` unless `value` matches `rule`.
+    fn expect_match(&mut self, key: String, value: &str, rule: &Regex, what: &str) {
+        if !rule.is_match(value) {
+            self.add(key, format!("`{value}` is not {what}"));
+        }
+    }
+
+    /// Records a problem at `key` when `value` was already used at another key.
+    fn expect_unique(
+        &mut self,
+        seen: &mut HashMap<String, String>,
+        key: String,
+        value: String,
+        why: &str,
+    ) {
+        if let Some(first) = seen.get(&value) {
+            self.add(key, format!("`{value}` is already used at {first}: {why}"));
+        } else {
+            seen.insert(value, key);
+        }
+    }
+}
+
+pub(crate) fn problems(manifest: &Manifest) -> Vec<Problem> {
+    let mut p = Problems::default();
+    repositories(manifest, &mut p);
+    images(manifest, &mut p);
+    logging(manifest, &mut p);
+    p.0
+}
+
+fn repositories(manifest: &Manifest, p: &mut Problems) {
+    let mut names = HashMap::new();
+    let mut slugs = HashMap::new();
+    for (i, repo) in manifest.repositories.iter().enumerate() {
+        let at = |field: &str| format!("repository[{i}].{field}");
+        p.expect_match(
+            at("codecommit"),
+            &repo.codecommit,
+            &CODECOMMIT_NAME,
+            "a CodeCommit repository name (1-100 letters, digits, `.`, `_`, `-`)",
+        );
+        if repo.codecommit.ends_with(".git") {
+            p.add(
+                at("codecommit"),
+                "CodeCommit repository names cannot end in `.git`",
+            );
+        }
+        p.expect_unique(
+            &mut names,
+            at("codecommit"),
+            repo.codecommit.clone(),
+            "a CodeCommit repository mirrors exactly one source",
+        );
+        p.expect_match(
+            at("bitbucket"),
+            &repo.bitbucket,
+            &BITBUCKET,
+            "`workspace/slug` (Bitbucket Cloud) or `PROJECT/slug` (Data Center)",
+        );
+        p.expect_unique(
+            &mut slugs,
+            at("bitbucket"),
+            repo.bitbucket.to_lowercase(),
+            "a webhook must map to one repository",
+        );
+        if let Err(message) = source_url(&repo.source) {
+            p.add(at("source"), message);
+        }
+        if let Some(secret) = &repo.credentials_secret {
+            p.expect_match(
+                at("credentials_secret"),
+                secret,
+                &SECRET_ID,
+                "a Secrets Manager secret name or ARN",
+            );
+        }
+    }
+}
+
+fn source_url(source: &str) -> Result<(), String> {
+    let url = url::Url::parse(source)
+        .map_err(|e| format!("`{source}` is not a URL ({e}): write https://host/path/repo.git"))?;
+    match url.scheme() {
+        "https" | "http" if url.host_str().is_some() => {}
+        "file" => {}
+        scheme => {
+            return Err(format!(
+                "`{source}`: the `{scheme}` scheme is not supported; use https, http or file"
+            ));
+        }
+    }
+    if url.password().is_some() {
+        return Err((
+            "the URL has a password in it: move the credentials into a Secrets Manager secret and name it in `credentials_secret`"
+        ).to_owned());
+    }
+    Ok(())
+}
+
+fn images(manifest: &Manifest, p: &mut Problems) {
+    let mut targets = HashMap::new();
+    for (i, image) in manifest.images.iter().enumerate() {
+        let at = |field: &str| format!("image[{i}].{field}");
+        p.expect_match(
+            at("source"),
+            &image.source,
+            &IMAGE_SOURCE,
+            "`host[:port]/repository` with a lower-case repository and no tag or digest (name tags in `tags`)",
+        );
+        p.expect_match(
+            at("ecr_repository"),
+            &image.ecr_repository,
+            &ECR_NAME,
+            "an ECR repository name (lower-case letters, digits, `.`, `_`, `-`, `/`)",
+        );
+        if !(2..=256).contains(&image.ecr_repository.len()) {
+            p.add(
+                at("ecr_repository"),
+                "ECR repository names are 2 to 256 characters long",
+            );
+        }
+        p.expect_unique(
+            &mut targets,
+            at("ecr_repository"),
+            image.ecr_repository.clone(),
+            "an ECR repository mirrors exactly one source",
+        );
+        for (t, tag) in image.tags.iter().enumerate() {
+            p.expect_match(
+                format!("image[{i}].tags[{t}]"),
+                tag,
+                &TAG,
+                "a valid image tag",
+            );
+        }
+        if image.tags.is_empty() && image.include.is_empty() && image.semver.is_none() {
+            p.add(
+                format!("image[{i}]"),
+                "no tags selected: set `tags`, `include` (e.g. [\".*\"] for all) or `semver`",
+            );
+        }
+        if image.keep_newest == Some(0) {
+            p.add(
+                at("keep_newest"),
+                "0 keeps nothing: remove it, or give at least 1",
+            );
+        }
+        if let Some(secret) = &image.credentials_secret {
+            p.expect_match(
+                at("credentials_secret"),
+                secret,
+                &SECRET_ID,
+                "a Secrets Manager secret name or ARN",
+            );
+        }
+    }
+}
+
+fn logging(manifest: &Manifest, p: &mut Problems) {
+    let Some(logging) = &manifest.logging else {
+        return;
+    };
+    p.expect_match(
+        "logging.stream".into(),
+        &logging.stream,
+        &STREAM,
+        "a Kinesis stream name (1-128 letters, digits, `_`, `.`, `-`)",
+    );
+    p.expect_match(
+        "logging.log_group_prefix".into(),
+        &logging.log_group_prefix,
+        &LOG_GROUP_PREFIX,
+        "a CloudWatch Logs group name prefix (letters, digits, `_`, `.`, `/`, `#`, `-`)",
+    );
+    if !RETENTION_DAYS.contains(&logging.retention_days) {
+        p.add(
+            "logging.retention_days",
+            format!(
+                "{} is not a retention CloudWatch Logs accepts; choose one of {RETENTION_DAYS:?}",
+                logging.retention_days
+            ),
+        );
+    }
+    if !(1..=1440).contains(&logging.heartbeat_period_minutes) {
+        p.add(
+            "logging.heartbeat_period_minutes",
+            "the heartbeat period is 1 to 1440 minutes",
+        );
+    }
+}
