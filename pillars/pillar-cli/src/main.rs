@@ -1,1 +1,53 @@
-fn main() {}
+//! `pillar`: every pillar job, runnable from a shell with the same library code the
+//! Lambdas run. Output goes to standard out; logs and errors to standard error.
+
+mod config;
+mod git_credential;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pillar",
+    version,
+    about = "Run and check the pillars: source control, docker mirror, logging"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with the deployment manifest (pillars.toml).
+    #[command(subcommand)]
+    Config(config::Command),
+    /// Git credential helper for CodeCommit over HTTPS, signing with the AWS credential chain.
+    ///
+    /// git config --global credential.helper '!pillar git-credential'
+    /// git config --global credential.useHttpPath true
+    GitCredential(git_credential::Args),
+}
+
+fn main() -> ExitCode {
+    pillar_telemetry::init_tracing();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Config(command) => config::run(command),
+        Command::GitCredential(args) => git_credential::run(args),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("pillar: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A runtime for the subcommands that call AWS.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}

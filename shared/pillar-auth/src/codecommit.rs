@@ -34,7 +34,7 @@ pub enum GitCredentialError {
     )]
     NoRegion { host: String },
     #[error(
-        "no AWS credentials for CodeCommit: {source}. Set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run where a role is attached"
+        "no AWS credentials for CodeCommit: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run where a role is attached"
     )]
     Credentials {
         #[source]
@@ -75,44 +75,31 @@ pub fn git_request(
     default_region: Option<&str>,
     endpoint_override: Option<&str>,
 ) -> Result<GitRequest, GitCredentialError> {
+    let is_override = || -> Result<bool, GitCredentialError> {
+        Ok(endpoint_override
+            .map(override_host)
+            .transpose()?
+            .is_some_and(|h| h.eq_ignore_ascii_case(host)))
+    };
+    let region = match region_of_aws_host(host) {
+        Some(region) => region.to_owned(),
+        None if is_override()? => default_region
+            .ok_or_else(|| GitCredentialError::NoRegion { host: host.to_owned() })?
+            .to_owned(),
+        None => return Err(GitCredentialError::UnknownHost { host: host.to_owned() }),
+    };
     let path = path.ok_or(GitCredentialError::MissingPath)?;
     let path = format!("/{}", path.trim_matches('/'));
     let repository = path.strip_prefix("/v1/repos/").unwrap_or_default();
     if repository.is_empty() || repository.contains('/') {
         return Err(GitCredentialError::BadPath { path });
     }
-    let region = match region_of_aws_host(host) {
-        Some(region) => region.to_owned(),
-        None if endpoint_override
-            .map(override_host)
-            .transpose()?
-            .is_some_and(|h| h.eq_ignore_ascii_case(host)) =>
-        {
-            default_region
-                .ok_or_else(|| GitCredentialError::NoRegion {
-                    host: host.to_owned(),
-                })?
-                .to_owned()
-        }
-        None => {
-            return Err(GitCredentialError::UnknownHost {
-                host: host.to_owned(),
-            });
-        }
-    };
-    Ok(GitRequest {
-        host: host.to_owned(),
-        path,
-        region,
-    })
+    Ok(GitRequest { host: host.to_owned(), path, region })
 }
 
 /// The authority (`host[:port]`) of the endpoint override URL.
 pub fn override_host(value: &str) -> Result<String, GitCredentialError> {
-    let bad = |reason: String| GitCredentialError::BadOverride {
-        value: value.to_owned(),
-        reason,
-    };
+    let bad = |reason: String| GitCredentialError::BadOverride { value: value.to_owned(), reason };
     let url = url::Url::parse(value).map_err(|e| bad(e.to_string()))?;
     let host = url.host_str().ok_or_else(|| bad("it has no host".into()))?;
     Ok(match url.port() {
@@ -127,13 +114,10 @@ fn region_of_aws_host(host: &str) -> Option<&str> {
     let rest = host
         .strip_prefix("git-codecommit.")
         .or_else(|| host.strip_prefix("git-codecommit-fips."))?;
-    let region = rest
-        .strip_suffix(".amazonaws.com")
-        .or_else(|| rest.strip_suffix(".amazonaws.com.cn"))?;
+    let region =
+        rest.strip_suffix(".amazonaws.com").or_else(|| rest.strip_suffix(".amazonaws.com.cn"))?;
     let valid = !region.is_empty()
-        && region
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     valid.then_some(region)
 }
 
@@ -161,19 +145,14 @@ pub fn sign_for(
         None => credentials.access_key_id().to_owned(),
     };
     let password = password(credentials.secret_access_key(), request, now);
-    GitCredentials {
-        username,
-        password: SecretString::from(password),
-    }
+    GitCredentials { username, password: SecretString::from(password) }
 }
 
 /// `<ts>Z<hex signature>`, as CodeCommit expects it.
 pub fn password(secret_access_key: &str, request: &GitRequest, now: OffsetDateTime) -> String {
     let now = now.to_offset(time::UtcOffset::UTC);
     let timestamp = now
-        .format(format_description!(
-            "[year][month][day]T[hour][minute][second]"
-        ))
+        .format(format_description!("[year][month][day]T[hour][minute][second]"))
         .expect("a UTC date always formats");
     let date = &timestamp[..8];
     let canonical_request = format!("GIT\n{}\n\nhost:{}\n\nhost\n", request.path, request.host);
@@ -184,14 +163,10 @@ pub fn password(secret_access_key: &str, request: &GitRequest, now: OffsetDateTi
     );
     let key = [date, &request.region, "codecommit", "aws4_request"]
         .iter()
-        .fold(
-            format!("AWS4{secret_access_key}").into_bytes(),
-            |key, part| hmac(&key, part.as_bytes()),
-        );
-    format!(
-        "{timestamp}Z{}",
-        hex::encode(hmac(&key, string_to_sign.as_bytes()))
-    )
+        .fold(format!("AWS4{secret_access_key}").into_bytes(), |key, part| {
+            hmac(&key, part.as_bytes())
+        });
+    format!("{timestamp}Z{}", hex::encode(hmac(&key, string_to_sign.as_bytes())))
 }
 
 /// When a password was made: the timestamp in front of its `Z`.
@@ -218,20 +193,12 @@ mod tests {
     use time::macros::datetime;
 
     fn request(host: &str, repo: &str, region: &str) -> GitRequest {
-        GitRequest {
-            host: host.into(),
-            path: format!("/v1/repos/{repo}"),
-            region: region.into(),
-        }
+        GitRequest { host: host.into(), path: format!("/v1/repos/{repo}"), region: region.into() }
     }
 
     #[test]
     fn design_vector_test_repo_us_west_2() {
-        let req = request(
-            "git-codecommit.us-west-2.amazonaws.com",
-            "test_repo",
-            "us-west-2",
-        );
+        let req = request("git-codecommit.us-west-2.amazonaws.com", "test_repo", "us-west-2");
         assert_eq!(
             password("secret", &req, datetime!(2017-12-24 11:53:20 UTC)),
             "20171224T115320Zb6df2d758a8023b2f000a546417007b65494f3ce8ad0300fd45fcfa173f1959a"
@@ -240,28 +207,16 @@ mod tests {
 
     #[test]
     fn design_vector_my_repo_us_east_1() {
-        let req = request(
-            "git-codecommit.us-east-1.amazonaws.com",
-            "my-repo",
-            "us-east-1",
-        );
+        let req = request("git-codecommit.us-east-1.amazonaws.com", "my-repo", "us-east-1");
         assert_eq!(
-            password(
-                "notrealrnrELgWzOk3IfjzDKtFBhDby",
-                &req,
-                datetime!(1970-01-01 00:00:00 UTC)
-            ),
+            password("notrealrnrELgWzOk3IfjzDKtFBhDby", &req, datetime!(1970-01-01 00:00:00 UTC)),
             "19700101T000000Zf840ae3ff903ddb92c450d0e3567fe97ef4aa98bd6636905df48c3beee97d21d"
         );
     }
 
     #[test]
     fn session_token_goes_in_the_username_and_is_not_signed() {
-        let req = request(
-            "git-codecommit.us-west-2.amazonaws.com",
-            "test_repo",
-            "us-west-2",
-        );
+        let req = request("git-codecommit.us-west-2.amazonaws.com", "test_repo", "us-west-2");
         let at = datetime!(2017-12-24 11:53:20 UTC);
         let with_token = Credentials::new("access", "secret", Some("tok/en+=".into()), None, "t");
         let without = Credentials::new("access", "secret", None, None, "t");
@@ -270,10 +225,7 @@ mod tests {
         assert_eq!(a.username, "access%tok/en+=");
         assert_eq!(b.username, "access");
         assert_eq!(a.password.expose_secret(), b.password.expose_secret());
-        assert!(
-            !format!("{a:?}").contains(a.password.expose_secret()),
-            "Debug must redact"
-        );
+        assert!(!format!("{a:?}").contains(a.password.expose_secret()), "Debug must redact");
     }
 
     #[test]
@@ -281,10 +233,7 @@ mod tests {
         for (host, region) in [
             ("git-codecommit.eu-west-1.amazonaws.com", "eu-west-1"),
             ("git-codecommit.cn-north-1.amazonaws.com.cn", "cn-north-1"),
-            (
-                "git-codecommit-fips.us-gov-west-1.amazonaws.com",
-                "us-gov-west-1",
-            ),
+            ("git-codecommit-fips.us-gov-west-1.amazonaws.com", "us-gov-west-1"),
         ] {
             let req = git_request(host, Some("v1/repos/r"), Some("ignored-1"), None).expect(host);
             assert_eq!(req.region, region);
@@ -316,11 +265,9 @@ mod tests {
 
     #[test]
     fn other_hosts_and_paths_are_refused() {
-        for host in [
-            "github.com",
-            "git-codecommit.amazonaws.com",
-            "git-codecommit.EU.amazonaws.com",
-        ] {
+        for host in
+            ["github.com", "git-codecommit.amazonaws.com", "git-codecommit.EU.amazonaws.com"]
+        {
             assert!(
                 matches!(
                     git_request(host, Some("v1/repos/r"), Some("eu-west-1"), None),
@@ -330,10 +277,7 @@ mod tests {
             );
         }
         let aws = "git-codecommit.eu-west-1.amazonaws.com";
-        assert!(matches!(
-            git_request(aws, None, None, None),
-            Err(GitCredentialError::MissingPath)
-        ));
+        assert!(matches!(git_request(aws, None, None, None), Err(GitCredentialError::MissingPath)));
         for path in ["v1/repos/", "v2/repos/r", "v1/repos/a/b", "scm/r.git"] {
             assert!(
                 matches!(

@@ -40,11 +40,7 @@ pub struct SecretCache {
 
 impl SecretCache {
     pub fn new(client: Client, ttl: Duration) -> Self {
-        Self {
-            client,
-            ttl,
-            entries: Mutex::new(HashMap::new()),
-        }
+        Self { client, ttl, entries: Mutex::new(HashMap::new()) }
     }
 
     /// The current value of secret `id` (a name or an ARN), from the cache while it is
@@ -63,23 +59,18 @@ impl SecretCache {
 
     async fn fetch(&self, id: &str) -> Result<SecretString, SecretError> {
         tracing::debug!(secret = id, "reading secret from Secrets Manager");
-        let output = self
-            .client
-            .get_secret_value()
-            .secret_id(id)
-            .send()
-            .await
-            .map_err(|error| match error {
+        let output = self.client.get_secret_value().secret_id(id).send().await.map_err(
+            |error| match error {
                 SdkError::ServiceError(e)
                     if matches!(e.err(), GetSecretValueError::ResourceNotFoundException(_)) =>
                 {
                     SecretError::NotFound { id: id.to_owned() }
                 }
-                other => SecretError::Service {
-                    id: id.to_owned(),
-                    message: aws_error_message(&other),
-                },
-            })?;
+                other => {
+                    SecretError::Service { id: id.to_owned(), message: aws_error_message(&other) }
+                }
+            },
+        )?;
         output
             .secret_string
             .map(SecretString::from)

@@ -36,29 +36,19 @@ pub fn verify_signature(
     let header = header.ok_or(SignatureError::Missing)?.trim();
     let hex_digest = header
         .strip_prefix(PREFIX)
-        .ok_or(SignatureError::Malformed {
-            reason: "it does not start with `sha256=`",
-        })?;
+        .ok_or(SignatureError::Malformed { reason: "it does not start with `sha256=`" })?;
     if hex_digest.len() != 64 {
-        return Err(SignatureError::Malformed {
-            reason: "the digest is not 64 hex digits long",
-        });
+        return Err(SignatureError::Malformed { reason: "the digest is not 64 hex digits long" });
     }
-    let expected = hex::decode(hex_digest).map_err(|_| SignatureError::Malformed {
-        reason: "the digest is not hexadecimal",
-    })?;
-    mac(secret, body)
-        .verify_slice(&expected)
-        .map_err(|_| SignatureError::Mismatch)
+    let expected = hex::decode(hex_digest)
+        .map_err(|_| SignatureError::Malformed { reason: "the digest is not hexadecimal" })?;
+    mac(secret, body).verify_slice(&expected).map_err(|_| SignatureError::Mismatch)
 }
 
 /// The header value Bitbucket would send for `body`: used by tests, the demo and by
 /// `pillar webhook` tooling that replays deliveries.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    format!(
-        "{PREFIX}{}",
-        hex::encode(mac(secret, body).finalize().into_bytes())
-    )
+    format!("{PREFIX}{}", hex::encode(mac(secret, body).finalize().into_bytes()))
 }
 
 fn mac(secret: &[u8], body: &[u8]) -> Hmac<Sha256> {
@@ -90,17 +80,13 @@ mod tests {
                     .lines()
                     .find_map(|l| {
                         let (name, value) = l.split_once(':')?;
-                        name.eq_ignore_ascii_case(SIGNATURE_HEADER)
-                            .then(|| value.trim().to_owned())
+                        name.eq_ignore_ascii_case(SIGNATURE_HEADER).then(|| value.trim().to_owned())
                     })
                     .expect("every fixture is signed");
                 found.push((path.display().to_string(), body, signature));
             }
         }
-        assert!(
-            found.len() >= 3,
-            "expected the Bitbucket fixtures, found {found:?}"
-        );
+        assert!(found.len() >= 3, "expected the Bitbucket fixtures, found {found:?}");
         found
     }
 
@@ -115,11 +101,7 @@ mod tests {
     #[test]
     fn fixtures_signed_by_bitbucket_verify() {
         for (name, body, signature) in fixtures() {
-            assert_eq!(
-                verify_signature(&secret(), &body, Some(&signature)),
-                Ok(()),
-                "{name}"
-            );
+            assert_eq!(verify_signature(&secret(), &body, Some(&signature)), Ok(()), "{name}");
             assert_eq!(sign(&secret(), &body), signature, "{name}");
         }
     }
@@ -152,10 +134,7 @@ mod tests {
     fn missing_and_malformed_headers_are_told_apart() {
         let body = b"{}";
         let good = sign(b"s", body);
-        assert_eq!(
-            verify_signature(b"s", body, None),
-            Err(SignatureError::Missing)
-        );
+        assert_eq!(verify_signature(b"s", body, None), Err(SignatureError::Missing));
         for bad in [
             good.replacen("sha256=", "sha1=", 1),
             good[..good.len() - 2].to_owned(),

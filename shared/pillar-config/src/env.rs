@@ -11,12 +11,7 @@ pub enum EnvError {
     #[error("environment variable {name} is not set: {meaning}")]
     Missing { name: String, meaning: String },
     #[error("environment variable {name}=`{value}` is invalid ({reason}): {meaning}")]
-    Invalid {
-        name: String,
-        value: String,
-        reason: String,
-        meaning: String,
-    },
+    Invalid { name: String, value: String, reason: String, meaning: String },
 }
 
 /// Reads variables from the process environment, or from any lookup in tests.
@@ -28,9 +23,7 @@ pub struct Env<F = fn(&str) -> Option<String>> {
 impl Env {
     /// The process environment. Variables that are not valid Unicode count as unset.
     pub fn process() -> Self {
-        Self {
-            lookup: |name| std::env::var(name).ok(),
-        }
+        Self { lookup: |name| std::env::var(name).ok() }
     }
 }
 
@@ -46,10 +39,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         T::Err: Display,
     {
         self.optional(name, meaning)?
-            .ok_or_else(|| EnvError::Missing {
-                name: name.to_owned(),
-                meaning: meaning.to_owned(),
-            })
+            .ok_or_else(|| EnvError::Missing { name: name.to_owned(), meaning: meaning.to_owned() })
     }
 
     /// The variable `name`, parsed, or `None` when it is unset or empty.
@@ -60,15 +50,12 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     {
         match (self.lookup)(name).filter(|v| !v.is_empty()) {
             None => Ok(None),
-            Some(value) => value
-                .parse()
-                .map(Some)
-                .map_err(|e: T::Err| EnvError::Invalid {
-                    name: name.to_owned(),
-                    reason: e.to_string(),
-                    value,
-                    meaning: meaning.to_owned(),
-                }),
+            Some(value) => value.parse().map(Some).map_err(|e: T::Err| EnvError::Invalid {
+                name: name.to_owned(),
+                reason: e.to_string(),
+                value,
+                meaning: meaning.to_owned(),
+            }),
         }
     }
 }
@@ -85,10 +72,8 @@ mod tests {
     }
 
     fn settings(vars: &[(&str, &str)]) -> Result<Settings, EnvError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let vars: HashMap<String, String> =
+            vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let env = Env::from_fn(|name| vars.get(name).cloned());
         Ok(Settings {
             queue_url: env.required("QUEUE_URL", "the SQS queue mirrors are sent to")?,
@@ -100,15 +85,9 @@ mod tests {
     fn fills_a_typed_struct_with_defaults() {
         assert_eq!(
             settings(&[("QUEUE_URL", "https://q")]),
-            Ok(Settings {
-                queue_url: "https://q".into(),
-                batch: 4000
-            })
+            Ok(Settings { queue_url: "https://q".into(), batch: 4000 })
         );
-        assert_eq!(
-            settings(&[("QUEUE_URL", "q"), ("BATCH", "12")]).map(|s| s.batch),
-            Ok(12)
-        );
+        assert_eq!(settings(&[("QUEUE_URL", "q"), ("BATCH", "12")]).map(|s| s.batch), Ok(12));
     }
 
     #[test]
@@ -119,23 +98,13 @@ mod tests {
             "environment variable QUEUE_URL is not set: the SQS queue mirrors are sent to"
         );
         let invalid = settings(&[("QUEUE_URL", "q"), ("BATCH", "many")]).expect_err("not a number");
-        assert!(
-            invalid
-                .to_string()
-                .starts_with("environment variable BATCH=`many` is invalid (")
-        );
+        assert!(invalid.to_string().starts_with("environment variable BATCH=`many` is invalid ("));
     }
 
     #[test]
     fn the_process_environment_is_read() {
         let env = Env::process();
-        assert!(
-            env.required::<String>("PATH", "search path")
-                .is_ok_and(|p| !p.is_empty())
-        );
-        assert_eq!(
-            env.optional::<String>("PILLAR_SURELY_UNSET_VARIABLE", "x"),
-            Ok(None)
-        );
+        assert!(env.required::<String>("PATH", "search path").is_ok_and(|p| !p.is_empty()));
+        assert_eq!(env.optional::<String>("PILLAR_SURELY_UNSET_VARIABLE", "x"), Ok(None));
     }
 }

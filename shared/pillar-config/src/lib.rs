@@ -14,23 +14,12 @@ use std::path::{Path, PathBuf};
 /// Everything that can be wrong with a manifest. Each names the file and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read manifest {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read manifest {}: {error}", path.display())]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("manifest {}: at `{key}`: {message}", path.display())]
-    Syntax {
-        path: PathBuf,
-        key: String,
-        message: String,
-    },
+    Syntax { path: PathBuf, key: String, message: String },
     #[error("manifest {} is invalid:{}", path.display(), problems.iter().map(|p| format!("\n  - {p}")).collect::<String>())]
-    Invalid {
-        path: PathBuf,
-        problems: Vec<Problem>,
-    },
+    Invalid { path: PathBuf, problems: Vec<Problem> },
 }
 
 /// One thing wrong at one place in the manifest.
@@ -51,10 +40,8 @@ impl std::fmt::Display for Problem {
 impl Manifest {
     /// Reads and checks the manifest at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
         Self::parse(&text, path)
     }
 
@@ -73,10 +60,7 @@ impl Manifest {
         if problems.is_empty() {
             Ok(manifest)
         } else {
-            Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                problems,
-            })
+            Err(ConfigError::Invalid { path: path.to_owned(), problems })
         }
     }
 }

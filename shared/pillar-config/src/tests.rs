@@ -41,19 +41,11 @@ fn the_commented_example_is_valid_and_complete() {
     assert_eq!(manifest.images.len(), 2);
     let alpine = &manifest.images[0];
     assert!(alpine.include[0].is_match("3.20") && !alpine.include[0].is_match("edge"));
-    assert!(
-        alpine
-            .semver
-            .as_ref()
-            .is_some_and(|r| r.matches(&semver::Version::new(3, 20, 0)))
-    );
+    assert!(alpine.semver.as_ref().is_some_and(|r| r.matches(&semver::Version::new(3, 20, 0))));
     assert_eq!(alpine.keep_newest, Some(5));
     assert!(manifest.images[1].scan_on_push && !manifest.images[1].immutable_tags);
     let logging = manifest.logging.expect("the example has a logging section");
-    assert_eq!(
-        (logging.stream.as_str(), logging.retention_days),
-        ("pillars-logs", 30)
-    );
+    assert_eq!((logging.stream.as_str(), logging.retention_days), ("pillars-logs", 30));
 }
 
 #[test]
@@ -61,47 +53,28 @@ fn defaults_fill_optional_settings() {
     let manifest = parse(&format!("{VALID}\n[logging]\nstream = \"s\"\n")).expect("valid");
     let logging = manifest.logging.expect("logging");
     assert_eq!(logging.log_group_prefix, "/pillars/logs/");
-    assert_eq!(
-        (logging.retention_days, logging.heartbeat_period_minutes),
-        (30, 5)
-    );
+    assert_eq!((logging.retention_days, logging.heartbeat_period_minutes), (30, 5));
     assert!(manifest.images[0].scan_on_push);
-    assert!(
-        parse("")
-            .expect("an empty manifest is valid")
-            .repositories
-            .is_empty()
-    );
+    assert!(parse("").expect("an empty manifest is valid").repositories.is_empty());
 }
 
 #[test]
 fn unknown_keys_are_named_with_their_path() {
-    let text = VALID.replace(
-        "bitbucket = \"NET/net\"",
-        "bitbucket = \"NET/net\"\nsorce = \"x\"",
-    );
+    let text = VALID.replace("bitbucket = \"NET/net\"", "bitbucket = \"NET/net\"\nsorce = \"x\"");
     let error = parse(&text).expect_err("unknown key");
     let message = error.to_string();
     assert!(
         matches!(&error, ConfigError::Syntax { key, .. } if key == "repository[0].sorce"),
         "{message}"
     );
-    assert!(
-        message.starts_with("manifest pillars.toml: at `repository[0].sorce`: "),
-        "{message}"
-    );
+    assert!(message.starts_with("manifest pillars.toml: at `repository[0].sorce`: "), "{message}");
     assert!(message.contains("unknown field `sorce`"), "{message}");
-    assert!(
-        message.contains("line 6"),
-        "the TOML position helps find it: {message}"
-    );
+    assert!(message.contains("line 6"), "the TOML position helps find it: {message}");
 }
 
 #[test]
 fn missing_keys_and_toml_syntax_errors_are_named() {
-    let message = parse("[[repository]]\ncodecommit = \"a\"\n")
-        .expect_err("missing")
-        .to_string();
+    let message = parse("[[repository]]\ncodecommit = \"a\"\n").expect_err("missing").to_string();
     assert!(message.contains("missing field `source`"), "{message}");
     let message = parse("[[repository]\n").expect_err("syntax").to_string();
     assert!(message.contains("line 1"), "{message}");
@@ -112,17 +85,9 @@ fn bad_regex_and_semver_are_errors_at_their_key() {
     let text = VALID.replace("tags = [\"3.20\"]", "include = ['^3\\.(']");
     let message = parse(&text).expect_err("bad regex").to_string();
     assert!(message.contains("image[0].include"), "{message}");
-    assert!(
-        message.contains("is not a valid regular expression"),
-        "{message}"
-    );
+    assert!(message.contains("is not a valid regular expression"), "{message}");
     let text = VALID.replace("tags = [\"3.20\"]", "semver = \"three\"");
-    assert!(
-        parse(&text)
-            .expect_err("bad semver")
-            .to_string()
-            .contains("image[0].semver")
-    );
+    assert!(parse(&text).expect_err("bad semver").to_string().contains("image[0].semver"));
 }
 
 #[test]
@@ -204,21 +169,14 @@ heartbeat_period_minutes = 0
     );
     assert!(text_of("repository[0].source", 0).contains("`ssh` scheme is not supported"));
     assert!(text_of("repository[1].source", 0).contains("credentials_secret"));
-    assert!(
-        !text_of("repository[1].source", 0).contains("hunter2"),
-        "passwords are never echoed"
-    );
+    assert!(!text_of("repository[1].source", 0).contains("hunter2"), "passwords are never echoed");
     assert!(text_of("logging.retention_days", 0).contains("30"));
 }
 
 #[test]
 fn the_error_names_the_file() {
     let error = Manifest::load(Path::new("/nonexistent/pillars.toml")).expect_err("missing file");
-    assert!(
-        error
-            .to_string()
-            .starts_with("cannot read manifest /nonexistent/pillars.toml: ")
-    );
+    assert!(error.to_string().starts_with("cannot read manifest /nonexistent/pillars.toml: "));
     let error = Manifest::parse(
         "[[image]]\nsource = \"x\"\necr_repository = \"yy\"\ntags=[\"a\"]\n",
         Path::new("deploy/prod.toml"),

@@ -42,10 +42,7 @@ struct Problems(Vec<Problem>);
 
 impl Problems {
     fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
-            key: key.into(),
-            message: message.into(),
-        });
+        self.0.push(Problem { key: key.into(), message: message.into() });
     }
 
     /// Records a problem at `key` unless `value` matches `rule`.
@@ -91,10 +88,7 @@ fn repositories(manifest: &Manifest, p: &mut Problems) {
             "a CodeCommit repository name (1-100 letters, digits, `.`, `_`, `-`)",
         );
         if repo.codecommit.ends_with(".git") {
-            p.add(
-                at("codecommit"),
-                "CodeCommit repository names cannot end in `.git`",
-            );
+            p.add(at("codecommit"), "CodeCommit repository names cannot end in `.git`");
         }
         p.expect_unique(
             &mut names,
@@ -165,10 +159,7 @@ fn images(manifest: &Manifest, p: &mut Problems) {
             "an ECR repository name (lower-case letters, digits, `.`, `_`, `-`, `/`)",
         );
         if !(2..=256).contains(&image.ecr_repository.len()) {
-            p.add(
-                at("ecr_repository"),
-                "ECR repository names are 2 to 256 characters long",
-            );
+            p.add(at("ecr_repository"), "ECR repository names are 2 to 256 characters long");
         }
         p.expect_unique(
             &mut targets,
@@ -177,12 +168,7 @@ fn images(manifest: &Manifest, p: &mut Problems) {
             "an ECR repository mirrors exactly one source",
         );
         for (t, tag) in image.tags.iter().enumerate() {
-            p.expect_match(
-                format!("image[{i}].tags[{t}]"),
-                tag,
-                &TAG,
-                "a valid image tag",
-            );
+            p.expect_match(format!("image[{i}].tags[{t}]"), tag, &TAG, "a valid image tag");
         }
         if image.tags.is_empty() && image.include.is_empty() && image.semver.is_none() {
             p.add(
@@ -191,10 +177,7 @@ fn images(manifest: &Manifest, p: &mut Problems) {
             );
         }
         if image.keep_newest == Some(0) {
-            p.add(
-                at("keep_newest"),
-                "0 keeps nothing: remove it, or give at least 1",
-            );
+            p.add(at("keep_newest"), "0 keeps nothing: remove it, or give at least 1");
         }
         if let Some(secret) = &image.credentials_secret {
             p.expect_match(
@@ -233,9 +216,6 @@ fn logging(manifest: &Manifest, p: &mut Problems) {
         );
     }
     if !(1..=1440).contains(&logging.heartbeat_period_minutes) {
-        p.add(
-            "logging.heartbeat_period_minutes",
-            "the heartbeat period is 1 to 1440 minutes",
-        );
+        p.add("logging.heartbeat_period_minutes", "the heartbeat period is 1 to 1440 minutes");
     }
 }
