@@ -1,1 +1,7 @@
-fn main() {}
+//! End-to-end tests against the local stand-ins started by `scripts/test`
+//! (`scripts/emulators start`): real sockets, real servers, reference clients.
+
+mod config_cli;
+mod git_credentials;
+mod secrets;
+mod support;

@@ -1,0 +1,70 @@
+//! `pillar config check`, as an operator runs it.
+
+use std::path::PathBuf;
+
+use crate::support::{ok, pillar, run, stderr};
+
+fn example() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pillars.example.toml")
+}
+
+#[test]
+fn the_example_manifest_checks_clean() {
+    let stdout = ok(pillar().args(["config", "check"]).arg(example()));
+    assert!(
+        stdout.contains("valid (2 repositories, 2 images, logging stream `pillars-logs`)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_broken_manifest_exits_1_naming_every_problem() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("pillars.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[repository]]
+codecommit = "net.git"
+source = "ftp://example.com/net"
+bitbucket = "NET/net"
+
+[[image]]
+source = "localhost:5000/alpine"
+ecr_repository = "UPPER"
+tags = ["1"]
+"#,
+    )
+    .expect("write manifest");
+    let output = run(pillar().args(["config", "check"]).arg(&file));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = stderr(&output);
+    assert!(stderr.contains(&format!("manifest {} is invalid", file.display())), "{stderr}");
+    for key in ["repository[0].codecommit", "repository[0].source", "image[0].ecr_repository"] {
+        assert!(stderr.contains(&format!("  - {key}: ")), "{key} missing from {stderr}");
+    }
+    assert!(output.stdout.is_empty(), "nothing on stdout for an invalid manifest");
+}
+
+#[test]
+fn a_misspelt_key_and_a_missing_file_are_clear_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("pillars.toml");
+    std::fs::write(&file, "[logging]\nstream = \"s\"\nretention = 30\n").expect("write");
+    let output = run(pillar().args(["config", "check"]).arg(&file));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("at `logging.retention`: "), "{}", stderr(&output));
+    assert!(stderr(&output).contains("unknown field `retention`"), "{}", stderr(&output));
+
+    let output = run(pillar().args(["config", "check"]).arg(dir.path().join("absent.toml")));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("cannot read manifest"), "{}", stderr(&output));
+}
+
+#[test]
+fn help_lists_every_subcommand() {
+    let stdout = ok(pillar().arg("--help"));
+    for subcommand in ["config", "git-credential"] {
+        assert!(stdout.contains(subcommand), "{subcommand} missing from {stdout}");
+    }
+}

@@ -1,0 +1,128 @@
+//! What every test needs: the stand-ins' addresses, the built binaries, isolated git, and
+//! the reference Python clients.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A variable `scripts/emulators env` sets; tests cannot run without the stand-ins.
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test, which starts the stand-ins")
+    })
+}
+
+/// A name no other test of this run uses, for repositories and secrets in the shared moto.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The `pillar` command built by scripts/test.
+pub fn pillar() -> Command {
+    let path = PathBuf::from(env("PILLAR_BIN_DIR")).join("pillar");
+    assert!(path.exists(), "{} is missing: cargo build --workspace --bins", path.display());
+    Command::new(path)
+}
+
+pub fn aws_config() -> aws_config::SdkConfig {
+    runtime().block_on(aws_config::load_from_env())
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+}
+
+/// Runs `command`, returning its output; the caller asserts on success or failure.
+pub fn run(command: &mut Command) -> Output {
+    command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
+}
+
+/// Runs `command` and insists it succeeds; returns its standard output.
+pub fn ok(command: &mut Command) -> String {
+    let output = run(command);
+    assert!(
+        output.status.success(),
+        "{command:?} failed with {}:\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+/// git with a configuration of its own (nothing from the machine's user), that asks
+/// nothing on a terminal.
+pub struct Git {
+    home: tempfile::TempDir,
+}
+
+impl Git {
+    /// git whose only credential helper is `pillar git-credential`.
+    pub fn with_pillar_helper() -> Self {
+        let git = Self::plain();
+        let helper = format!("!{} git-credential", pillar().get_program().to_string_lossy());
+        git.config("credential.helper", &helper);
+        git.config("credential.useHttpPath", "true");
+        git
+    }
+
+    pub fn plain() -> Self {
+        let git = Self { home: tempfile::tempdir().expect("temp dir") };
+        git.config("user.name", "pillars test");
+        git.config("user.email", "test@pillars.invalid");
+        git.config("init.defaultBranch", "main");
+        git
+    }
+
+    pub fn config(&self, key: &str, value: &str) {
+        ok(self.command().args(["config", "--global", key, value]));
+    }
+
+    pub fn command(&self) -> Command {
+        let mut command = Command::new("git");
+        command
+            .env("GIT_CONFIG_GLOBAL", self.home.path().join("gitconfig"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("HOME", self.home.path());
+        command
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// A new repository under the temp home with one commit on `main`.
+    pub fn repository_with_commit(&self, name: &str) -> PathBuf {
+        let dir = self.dir().join(name);
+        ok(self.command().args(["init", "-q"]).arg(&dir));
+        std::fs::write(dir.join("README"), format!("{name}\n")).expect("write");
+        ok(self.command().current_dir(&dir).args(["add", "README"]));
+        ok(self.command().current_dir(&dir).args(["commit", "-qm", "first"]));
+        dir
+    }
+}
+
+/// CodeCommit's git URL of `repository` on the stand-in.
+pub fn codecommit_url(repository: &str) -> String {
+    format!("{}/v1/repos/{repository}", env("PILLAR_CODECOMMIT_GIT_ENDPOINT"))
+}
+
+pub fn create_codecommit_repository(name: &str) {
+    let client = aws_sdk_codecommit::Client::new(&aws_config());
+    runtime()
+        .block_on(client.create_repository().repository_name(name).send())
+        .unwrap_or_else(|e| panic!("CreateRepository {name} on moto: {e:?}"));
+}
+
+/// Runs a Python script in the venv holding the reference clients (boto3,
+/// git-remote-codecommit, aws-kinesis-agg); returns its standard output.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let python = PathBuf::from(env("PILLAR_VENV")).join("bin/python");
+    ok(Command::new(python).arg("-c").arg(script).args(args))
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
