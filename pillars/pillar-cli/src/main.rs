@@ -3,6 +3,7 @@
 
 mod config;
 mod git_credential;
+mod scp;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,9 @@ enum Command {
     /// git config --global credential.helper '!pillar git-credential'
     /// git config --global credential.useHttpPath true
     GitCredential(git_credential::Args),
+    /// Source Control Pillar: mirror git repositories into CodeCommit.
+    #[command(subcommand)]
+    Scp(scp::Command),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +41,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Config(command) => config::run(command),
         Command::GitCredential(args) => git_credential::run(args),
+        Command::Scp(command) => scp::run(command),
     };
     match outcome {
         Ok(code) => code,
