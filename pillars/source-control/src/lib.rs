@@ -3,5 +3,7 @@
 
 pub mod codecommit;
 pub mod mirror;
+pub mod queue;
 pub mod refs;
 pub mod transport;
+pub mod webhook;
