@@ -4,6 +4,7 @@
 mod config;
 mod git_credential;
 mod scp;
+mod webhook;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,9 @@ enum Command {
     /// Source Control Pillar: mirror git repositories into CodeCommit.
     #[command(subcommand)]
     Scp(scp::Command),
+    /// Source Control Pillar: the Bitbucket webhook endpoint.
+    #[command(subcommand)]
+    Webhook(webhook::Command),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         Command::Config(command) => config::run(command),
         Command::GitCredential(args) => git_credential::run(args),
         Command::Scp(command) => scp::run(command),
+        Command::Webhook(command) => webhook::run(command),
     };
     match outcome {
         Ok(code) => code,

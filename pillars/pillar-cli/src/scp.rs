@@ -5,8 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
+use pillar_auth::secrets::{DEFAULT_TTL, SecretCache};
+use pillar_config::Manifest;
 use source_control::codecommit::CodeCommit;
-use source_control::mirror::{MirrorJob, MirrorReport, mirror};
+use source_control::mirror::{MirrorJob, MirrorReport, compare, mirror};
+use source_control::service::Mirrorer;
 use source_control::transport::Endpoint;
 
 #[derive(Debug, Subcommand)]
@@ -26,6 +29,27 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Exit 0 when TARGET's branches and tags equal SOURCE's, 1 listing those that differ.
+    Verify {
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        target: String,
+        #[arg(long, default_value_os_t = default_work_dir())]
+        work_dir: PathBuf,
+    },
+    /// Mirror every repository of a manifest into CodeCommit; one failure does not stop
+    /// the others, and the exit code is 1 if any failed.
+    Sync {
+        /// The deployment manifest.
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value_os_t = default_work_dir())]
+        work_dir: PathBuf,
+        /// Fail instead of creating missing CodeCommit repositories.
+        #[arg(long)]
+        no_create: bool,
+    },
 }
 
 fn default_work_dir() -> PathBuf {
@@ -35,17 +59,75 @@ fn default_work_dir() -> PathBuf {
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Mirror { source, target, work_dir, json } => {
-            let runtime = crate::runtime()?;
-            let job = runtime.block_on(async {
-                let source = endpoint(&source).await?;
-                let target = endpoint(&target).await?;
-                anyhow::Ok(MirrorJob { name: cache_name(&source, &target), source, target })
-            })?;
+            let job = job(&source, &target)?;
             let report = mirror(&job, &work_dir)?;
             print_report(&report, json)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Verify { source, target, work_dir } => {
+            let job = job(&source, &target)?;
+            let drift = compare(&job, &work_dir)?;
+            if drift.plan.is_empty() {
+                println!("identical: {} refs", drift.plan.unchanged);
+                return Ok(ExitCode::SUCCESS);
+            }
+            for change in drift.plan.changes() {
+                let state = match (change.old, change.new) {
+                    (None, _) => "missing on target",
+                    (_, None) => "only on target",
+                    _ => "differs",
+                };
+                println!("{state:<18} {}", change.name);
+            }
+            println!(
+                "{} refs drift, {} identical",
+                drift.plan.changes().count(),
+                drift.plan.unchanged
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Command::Sync { config, work_dir, no_create } => {
+            let manifest = Manifest::load(&config)?;
+            crate::runtime()?.block_on(sync(manifest, work_dir, !no_create))
+        }
     }
+}
+
+async fn sync(manifest: Manifest, work_dir: PathBuf, create: bool) -> anyhow::Result<ExitCode> {
+    let aws = aws_config::load_from_env().await;
+    let secrets = SecretCache::new(aws_sdk_secretsmanager::Client::new(&aws), DEFAULT_TTL);
+    let mirrorer =
+        Mirrorer::new(manifest, CodeCommit::new(&aws)?, secrets.into(), work_dir, create);
+    let mut failed = 0;
+    for name in mirrorer.repository_names() {
+        match mirrorer.mirror_repository(&name).await {
+            Ok(report) => println!(
+                "ok      {name}: {} created, {} updated, {} deleted, {} unchanged",
+                report.created.len(),
+                report.updated.len(),
+                report.deleted.len(),
+                report.unchanged
+            ),
+            Err(error) => {
+                failed += 1;
+                println!("FAILED  {name}: {error}");
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("pillar: {failed} of {} repositories failed", mirrorer.repository_names().len());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A job between two URLs given on the command line.
+fn job(source: &str, target: &str) -> anyhow::Result<MirrorJob> {
+    crate::runtime()?.block_on(async {
+        let source = endpoint(source).await?;
+        let target = endpoint(target).await?;
+        Ok(MirrorJob { name: cache_name(&source, &target), source, target })
+    })
 }
 
 /// `codecommit://<repository>` through the AWS configuration; anything else as given.

@@ -5,5 +5,7 @@ pub mod codecommit;
 pub mod mirror;
 pub mod queue;
 pub mod refs;
+pub mod service;
+pub mod settings;
 pub mod transport;
 pub mod webhook;

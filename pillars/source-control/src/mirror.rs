@@ -286,3 +286,36 @@ fn push(cache: &Repository, target: &Endpoint, batch: &[RefChange]) -> Result<()
         Err(MirrorError::Refused { url: target.display_url(), refused: rejected })
     }
 }
+
+/// How far the target is behind the source, from their ref listings alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// What a mirror would change.
+    pub plan: RefPlan,
+    /// Age of the oldest source change the target lacks, as far as the cache knows the
+    /// commits (0 when in sync, or when the cache has never seen the missing commits).
+    pub lag_seconds: i64,
+}
+
+/// Compares the source's and the target's branches and tags without fetching objects.
+pub fn compare(job: &MirrorJob, work_dir: &Path) -> Result<Drift, MirrorError> {
+    configure_libgit2();
+    let _lock = lock(work_dir, &job.name)?;
+    let cache = open_cache(&work_dir.join(format!("{}.git", job.name)))?;
+    let (source_refs, _) = list_refs(&cache, &job.source, Side::Source)?;
+    let (target_refs, _) = list_refs(&cache, &job.target, Side::Target)?;
+    let plan = RefPlan::between(&source_refs, &target_refs);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let lag_seconds = plan
+        .changes()
+        .filter_map(|change| {
+            let known = [change.new, change.old].into_iter().flatten().find_map(|oid| {
+                cache.find_object(oid, None).and_then(|o| o.peel_to_commit()).ok()
+            })?;
+            Some(now - known.time().seconds())
+        })
+        .max()
+        .unwrap_or(0)
+        .max(0);
+    Ok(Drift { plan, lag_seconds })
+}
