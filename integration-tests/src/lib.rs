@@ -1,4 +1,7 @@
 //! Test infrastructure shared by the integration tests and the demo: the stand-in for
-//! CodeCommit's git endpoint. The tests themselves live in `tests/it`.
+//! CodeCommit's git endpoint, and a plain git server playing the source (Bitbucket).
+//! The tests themselves live in `tests/it`.
 
 pub mod codecommit_git;
+pub mod git_source;
+mod http_backend;

@@ -4,4 +4,5 @@
 mod config_cli;
 mod git_credentials;
 mod secrets;
+mod source_control;
 mod support;

@@ -126,3 +126,92 @@ pub fn python(script: &str, args: &[&str]) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// A source repository (Bitbucket's part) served over smart HTTP by `git http-backend`,
+/// with a working tree to change it from.
+pub struct SourceServer {
+    root: tempfile::TempDir,
+    base_url: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl SourceServer {
+    /// Anonymous, or only for `username:password`.
+    pub fn start(basic: Option<(&str, &str)>) -> Self {
+        let root = tempfile::tempdir().expect("temp dir");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind a loopback port");
+        let base_url = format!("http://{}", listener.local_addr().expect("address"));
+        let basic = basic.map(|(u, p)| (u.to_owned(), p.to_owned()));
+        runtime.spawn(integration_tests::git_source::serve(
+            listener,
+            root.path().to_owned(),
+            basic,
+        ));
+        Self { root, base_url, _runtime: runtime }
+    }
+
+    /// A new repository `name` with a working tree; served at [`Self::url`].
+    pub fn repository(&self, name: &str) -> WorkTree {
+        let git = Git::plain();
+        let work = git.dir().join(name);
+        ok(git.command().args(["init", "-q"]).arg(&work));
+        std::os::unix::fs::symlink(work.join(".git"), self.root.path().join(format!("{name}.git")))
+            .expect("serve the repository");
+        WorkTree { git, work }
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("{}/{name}.git", self.base_url)
+    }
+}
+
+/// A working tree whose `.git` is served as a source.
+pub struct WorkTree {
+    pub git: Git,
+    pub work: PathBuf,
+}
+
+impl WorkTree {
+    /// Runs git in the working tree and insists it succeeds.
+    pub fn git(&self, args: &[&str]) -> String {
+        ok(self.git.command().current_dir(&self.work).args(args))
+    }
+
+    /// Feeds `git update-ref --stdin` (many refs in one transaction).
+    pub fn update_refs(&self, commands: &str) {
+        let mut child = self
+            .git
+            .command()
+            .current_dir(&self.work)
+            .args(["update-ref", "--stdin"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("git update-ref");
+        std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), commands.as_bytes())
+            .expect("write ref updates");
+        assert!(child.wait().expect("git update-ref").success());
+    }
+
+    pub fn commit(&self, message: &str) -> String {
+        self.git(&["commit", "-q", "--allow-empty", "-m", message]);
+        self.git(&["rev-parse", "HEAD"]).trim().to_owned()
+    }
+}
+
+/// The branches and tags `url` advertises (peeled entries left out), as `git ls-remote`
+/// of the git CLI sees them.
+pub fn heads_and_tags(git: &Git, url: &str) -> std::collections::BTreeMap<String, String> {
+    ok(git.command().args(["ls-remote", "--heads", "--tags", url]))
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .filter(|(_, name)| !name.ends_with("^{}"))
+        .map(|(oid, name)| (name.to_owned(), oid.to_owned()))
+        .collect()
+}
