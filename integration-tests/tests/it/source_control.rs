@@ -273,3 +273,178 @@ fn a_ref_the_target_refuses_is_named_in_the_error() {
     let target = target_refs(&repository);
     assert!(target.contains_key("refs/heads/main") && !target.contains_key("refs/heads/forbidden"));
 }
+
+/// A `pillar webhook serve` process, stopped on drop.
+struct WebhookServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl WebhookServer {
+    fn start(manifest: &Path, secret_id: &str, queue_url: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = pillar()
+            .args(["webhook", "serve", "--config"])
+            .arg(manifest)
+            .args(["--addr", &addr, "--secret-id", secret_id, "--queue-url", queue_url])
+            .spawn()
+            .expect("pillar webhook serve");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                return Self { child, url: format!("http://{addr}/") };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("pillar webhook serve did not listen on {addr}");
+    }
+
+    /// Posts a Bitbucket fixture as Bitbucket would; returns the status code.
+    fn post_fixture(&self, name: &str) -> String {
+        let fixtures = Path::new(&env("PILLAR_FIXTURES")).join("bitbucket");
+        let mut curl = std::process::Command::new("curl");
+        curl.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--data-binary"])
+            .arg(format!("@{}", fixtures.join(format!("{name}.json")).display()));
+        let headers =
+            std::fs::read_to_string(fixtures.join(format!("{name}.headers"))).expect("headers");
+        for header in headers.lines().filter(|l| !l.trim().is_empty()) {
+            curl.args(["-H", header]);
+        }
+        ok(curl.arg(&self.url))
+    }
+}
+
+impl Drop for WebhookServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn signed_webhooks_flow_through_sqs_to_an_exact_mirror() {
+    use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+
+    let server = SourceServer::start(None);
+    let data_center = server.repository("networking-terraform");
+    data_center.commit("network");
+    data_center.git(&["tag", "-a", "v2", "-m", "release"]);
+    data_center.git(&["branch", "feature/vpc"]);
+    let cloud = server.repository("cloud");
+    cloud.commit("bootstrap");
+    let cloud_path = cloud.work.to_string_lossy().into_owned();
+    let (dc_target, cloud_target) = (unique("dc-mirror"), unique("cloud-mirror"));
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest_path = dir.path().join("pillars.toml");
+    std::fs::write(
+        &manifest_path,
+        format!(
+            "[[repository]]\ncodecommit = \"{dc_target}\"\nsource = \"{}\"\nbitbucket = \"NET/networking-terraform\"\n\n\
+             [[repository]]\ncodecommit = \"{cloud_target}\"\nsource = \"file://{cloud_path}\"\nbitbucket = \"platform/networking-terraform\"\n",
+            server.url("networking-terraform"),
+        ),
+    )
+    .expect("manifest");
+
+    let aws = crate::support::aws_config();
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+    let secret_id = unique("pillars/webhook");
+    let runtime = crate::support::runtime();
+    let queue_url = runtime.block_on(async {
+        let secret =
+            std::fs::read_to_string(Path::new(&env("PILLAR_FIXTURES")).join("bitbucket/SECRET"))
+                .expect("secret");
+        secrets
+            .create_secret()
+            .name(&secret_id)
+            .secret_string(secret.trim_end())
+            .send()
+            .await
+            .expect("CreateSecret");
+        sqs.create_queue()
+            .queue_name(format!("{}.fifo", unique("mirror")))
+            .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+            .send()
+            .await
+            .expect("CreateQueue")
+            .queue_url
+            .expect("queue url")
+    });
+
+    let webhook = WebhookServer::start(&manifest_path, &secret_id, &queue_url);
+    assert_eq!(webhook.post_fixture("dc-diagnostics-ping"), "200");
+    assert_eq!(webhook.post_fixture("dc-repo-refs-changed"), "202");
+    assert_eq!(webhook.post_fixture("cloud-repo-push"), "202");
+
+    let messages = runtime.block_on(async {
+        sqs.receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .expect("ReceiveMessage")
+    });
+    let messages = messages.messages.unwrap_or_default();
+    assert_eq!(messages.len(), 2, "one request per push, none for the ping: {messages:?}");
+    let mut event = SqsEvent::default();
+    event.records = messages
+        .iter()
+        .map(|m| {
+            let mut record = SqsMessage::default();
+            record.message_id = m.message_id.clone();
+            record.body = m.body.clone();
+            record
+        })
+        .collect();
+
+    let manifest = pillar_config::Manifest::load(&manifest_path).expect("manifest");
+    let mirrorer = source_control::service::Mirrorer::new(
+        manifest,
+        source_control::codecommit::CodeCommit::new(&aws).expect("CodeCommit"),
+        std::sync::Arc::new(pillar_auth::secrets::SecretCache::new(
+            secrets.clone(),
+            std::time::Duration::from_secs(60),
+        )),
+        dir.path().join("work"),
+        true,
+    );
+    let response = runtime.block_on(mirrorer.handle_sqs(event));
+    assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
+    assert_mirrored(&data_center, &server.url("networking-terraform"), &dc_target);
+    assert_mirrored(&cloud, &cloud_path, &cloud_target);
+}
+
+#[test]
+fn sync_mirrors_every_repository_even_when_one_fails() {
+    let server = SourceServer::start(None);
+    let good = server.repository("good");
+    good.commit("one");
+    let (good_target, bad_target) = (unique("sync-good"), unique("sync-bad"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("pillars.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[[repository]]\ncodecommit = \"{bad_target}\"\nsource = \"http://127.0.0.1:9/nothing.git\"\nbitbucket = \"A/bad\"\n\n\
+             [[repository]]\ncodecommit = \"{good_target}\"\nsource = \"{}\"\nbitbucket = \"A/good\"\n",
+            server.url("good")
+        ),
+    )
+    .expect("manifest");
+    let output = run(pillar()
+        .args(["scp", "sync", "--config"])
+        .arg(&manifest)
+        .arg("--work-dir")
+        .arg(dir.path().join("work")));
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains(&format!("FAILED  {bad_target}: ")), "{stdout}");
+    assert!(stdout.contains(&format!("ok      {good_target}: 1 created")), "{stdout}");
+    assert_mirrored(&good, &server.url("good"), &good_target);
+}
