@@ -294,9 +294,11 @@ impl WebhookServer {
             .args(["--addr", &addr, "--secret-id", secret_id, "--queue-url", queue_url])
             .spawn()
             .expect("pillar webhook serve");
+        // Built first, so that a server that never listens is still killed on drop.
+        let server = Self { child, url: format!("http://{addr}/") };
         for _ in 0..100 {
             if std::net::TcpStream::connect(&addr).is_ok() {
-                return Self { child, url: format!("http://{addr}/") };
+                return server;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
