@@ -274,6 +274,23 @@ fn a_ref_the_target_refuses_is_named_in_the_error() {
     assert!(target.contains_key("refs/heads/main") && !target.contains_key("refs/heads/forbidden"));
 }
 
+fn create_fifo_queue(sqs: &aws_sdk_sqs::Client) -> String {
+    let created = crate::support::runtime().block_on(
+        sqs.create_queue()
+            .queue_name(format!("{}.fifo", unique("mirror")))
+            .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+            .send(),
+    );
+    created.expect("CreateQueue").queue_url.expect("queue url")
+}
+
+/// Up to 10 waiting messages.
+fn receive(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    let received = crate::support::runtime()
+        .block_on(sqs.receive_message().queue_url(queue_url).max_number_of_messages(10).send());
+    received.expect("ReceiveMessage").messages.unwrap_or_default()
+}
+
 /// A `pillar webhook serve` process, stopped on drop.
 struct WebhookServer {
     child: std::process::Child,
@@ -358,7 +375,7 @@ fn signed_webhooks_flow_through_sqs_to_an_exact_mirror() {
     let secrets = aws_sdk_secretsmanager::Client::new(&aws);
     let secret_id = unique("pillars/webhook");
     let runtime = crate::support::runtime();
-    let queue_url = runtime.block_on(async {
+    runtime.block_on(async {
         let secret =
             std::fs::read_to_string(Path::new(&env("PILLAR_FIXTURES")).join("bitbucket/SECRET"))
                 .expect("secret");
@@ -369,30 +386,15 @@ fn signed_webhooks_flow_through_sqs_to_an_exact_mirror() {
             .send()
             .await
             .expect("CreateSecret");
-        sqs.create_queue()
-            .queue_name(format!("{}.fifo", unique("mirror")))
-            .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
-            .send()
-            .await
-            .expect("CreateQueue")
-            .queue_url
-            .expect("queue url")
     });
+    let queue_url = create_fifo_queue(&sqs);
 
     let webhook = WebhookServer::start(&manifest_path, &secret_id, &queue_url);
     assert_eq!(webhook.post_fixture("dc-diagnostics-ping"), "200");
     assert_eq!(webhook.post_fixture("dc-repo-refs-changed"), "202");
     assert_eq!(webhook.post_fixture("cloud-repo-push"), "202");
 
-    let messages = runtime.block_on(async {
-        sqs.receive_message()
-            .queue_url(&queue_url)
-            .max_number_of_messages(10)
-            .send()
-            .await
-            .expect("ReceiveMessage")
-    });
-    let messages = messages.messages.unwrap_or_default();
+    let messages = receive(&sqs, &queue_url);
     assert_eq!(messages.len(), 2, "one request per push, none for the ping: {messages:?}");
     let mut event = SqsEvent::default();
     event.records = messages
@@ -449,4 +451,72 @@ fn sync_mirrors_every_repository_even_when_one_fails() {
     assert!(stdout.contains(&format!("FAILED  {bad_target}: ")), "{stdout}");
     assert!(stdout.contains(&format!("ok      {good_target}: 1 created")), "{stdout}");
     assert_mirrored(&good, &server.url("good"), &good_target);
+}
+
+#[test]
+fn reconcile_queues_every_repository_and_measures_drift() {
+    let server = SourceServer::start(None);
+    let synced = server.repository("synced");
+    synced.commit("one");
+    let drifting = server.repository("drifting");
+    drifting.commit("one");
+    drifting.git(&["branch", "second"]);
+    let (synced_target, drifting_target) = (unique("synced"), unique("drifting"));
+    create_codecommit_repository(&drifting_target);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest_path = dir.path().join("pillars.toml");
+    std::fs::write(
+        &manifest_path,
+        format!(
+            "[[repository]]\ncodecommit = \"{synced_target}\"\nsource = \"{}\"\nbitbucket = \"A/synced\"\n\n\
+             [[repository]]\ncodecommit = \"{drifting_target}\"\nsource = \"{}\"\nbitbucket = \"A/drifting\"\n",
+            server.url("synced"),
+            server.url("drifting"),
+        ),
+    )
+    .expect("manifest");
+    let work = dir.path().join("work");
+    ok(pillar().args(["scp", "sync", "--config"]).arg(&manifest_path).arg("--work-dir").arg(&work));
+    drifting.commit("two");
+    drifting.git(&["branch", "third"]);
+
+    let aws = crate::support::aws_config();
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let queue =
+        source_control::queue::SqsQueue { client: sqs.clone(), queue_url: create_fifo_queue(&sqs) };
+    let mirrorer = source_control::service::Mirrorer::new(
+        pillar_config::Manifest::load(&manifest_path).expect("manifest"),
+        source_control::codecommit::CodeCommit::new(&aws).expect("CodeCommit"),
+        std::sync::Arc::new(pillar_auth::secrets::SecretCache::new(
+            aws_sdk_secretsmanager::Client::new(&aws),
+            std::time::Duration::from_secs(60),
+        )),
+        work,
+        true,
+    );
+    let report = crate::support::runtime().block_on(mirrorer.reconcile(&queue, "run-1"));
+    assert!(report.not_queued.is_empty());
+    let mut queued: Vec<String> = receive(&sqs, &queue.queue_url)
+        .iter()
+        .map(|m| serde_json::from_str::<Value>(m.body.as_deref().expect("body")).expect("json")["repository"].as_str().expect("name").to_owned())
+        .collect();
+    queued.sort();
+    let mut expected = vec![synced_target.clone(), drifting_target.clone()];
+    expected.sort();
+    assert_eq!(queued, expected);
+
+    let drifted: BTreeMap<String, f64> = report
+        .metrics
+        .iter()
+        .map(|m| {
+            let document = m.to_json(0);
+            (
+                document["Repository"].as_str().expect("dimension").to_owned(),
+                document["RefsDrifted"].as_f64().expect("value"),
+            )
+        })
+        .collect();
+    assert_eq!(drifted[&synced_target], 0.0);
+    assert_eq!(drifted[&drifting_target], 2.0, "main moved and `third` is new");
+    assert!(report.metrics.iter().all(|m| m.to_json(0)["MirrorLagSeconds"].as_f64().is_some()));
 }

@@ -38,6 +38,15 @@ pub enum SyncError {
     Crashed { repository: String, message: String },
 }
 
+/// What a reconcile run did.
+#[derive(Debug, Default)]
+pub struct ReconcileReport {
+    /// Repositories that could not be queued (the run fails, so the schedule retries).
+    pub not_queued: Vec<QueueError>,
+    /// `RefsDrifted` and `MirrorLagSeconds` per repository.
+    pub metrics: Vec<Metrics>,
+}
+
 /// Mirrors the manifest's repositories into CodeCommit.
 #[derive(Debug, Clone)]
 pub struct Mirrorer {
@@ -173,11 +182,10 @@ impl Mirrorer {
         response
     }
 
-    /// Queues every configured repository and emits drift metrics from a cheap refs
-    /// comparison (no objects are fetched). Returns the repositories that could not be
-    /// queued.
-    pub async fn reconcile(&self, queue: &impl MirrorQueue, run_id: &str) -> Vec<QueueError> {
-        let mut failed = Vec::new();
+    /// Queues every configured repository and measures its drift with a cheap refs
+    /// comparison (no objects are fetched). The caller emits the metrics.
+    pub async fn reconcile(&self, queue: &impl MirrorQueue, run_id: &str) -> ReconcileReport {
+        let mut report = ReconcileReport::default();
         for name in self.repository_names() {
             let request = MirrorRequest {
                 repository: name.clone(),
@@ -185,14 +193,14 @@ impl Mirrorer {
             };
             if let Err(error) = queue.enqueue(&request).await {
                 tracing::error!(%error, "reconcile could not queue");
-                failed.push(error);
+                report.not_queued.push(error);
             }
             match self.drift(&name).await {
-                Ok(metrics) => metrics.emit(),
+                Ok(metrics) => report.metrics.push(metrics),
                 Err(error) => tracing::warn!(%error, repository = name, "drift not measured"),
             }
         }
-        failed
+        report
     }
 
     async fn drift(&self, name: &str) -> Result<Metrics, SyncError> {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use pillar_config::Env;
+use pillar_telemetry::Metrics;
 use source_control::queue::SqsQueue;
 use source_control::service::Mirrorer;
 use source_control::settings::MirrorSettings;
@@ -23,14 +24,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let (mirrorer, queue) = (Arc::clone(&mirrorer), Arc::clone(&queue));
         async move {
-            let failed = mirrorer.reconcile(queue.as_ref(), &event.context.request_id).await;
-            if failed.is_empty() {
-                Ok(())
-            } else {
-                Err(lambda_runtime::Error::from(format!(
-                    "{} repositories not queued",
-                    failed.len()
-                )))
+            let report = mirrorer.reconcile(queue.as_ref(), &event.context.request_id).await;
+            report.metrics.iter().for_each(Metrics::emit);
+            match report.not_queued.len() {
+                0 => Ok(()),
+                n => Err(lambda_runtime::Error::from(format!("{n} repositories not queued"))),
             }
         }
     }))
