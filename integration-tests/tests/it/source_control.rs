@@ -520,3 +520,63 @@ fn reconcile_queues_every_repository_and_measures_drift() {
     assert_eq!(drifted[&drifting_target], 2.0, "main moved and `third` is new");
     assert!(report.metrics.iter().all(|m| m.to_json(0)["MirrorLagSeconds"].as_f64().is_some()));
 }
+
+/// A mirrorer for one repository `codecommit` from `source`, with a CodeCommit API client
+/// of the test's choosing (the git side stays the real stand-in).
+fn mirrorer_with_api(
+    dir: &Path,
+    codecommit: &str,
+    source: &str,
+    api: aws_sdk_codecommit::Client,
+) -> source_control::service::Mirrorer {
+    let manifest = format!(
+        "[[repository]]\ncodecommit = \"{codecommit}\"\nsource = \"{source}\"\nbitbucket = \"A/b\"\n"
+    );
+    let aws = crate::support::aws_config();
+    source_control::service::Mirrorer::new(
+        pillar_config::Manifest::parse(&manifest, Path::new("test.toml")).expect("manifest"),
+        source_control::codecommit::CodeCommit::new(&aws).expect("CodeCommit").with_client(api),
+        std::sync::Arc::new(pillar_auth::secrets::SecretCache::new(
+            aws_sdk_secretsmanager::Client::new(&aws),
+            std::time::Duration::from_secs(60),
+        )),
+        dir.join("work"),
+        false,
+    )
+}
+
+/// moto has no UpdateDefaultBranch: the API side is stubbed, the git side is real.
+#[test]
+fn the_default_branch_follows_the_source_head() {
+    use aws_sdk_codecommit::Client;
+    use aws_sdk_codecommit::operation::get_repository::GetRepositoryOutput;
+    use aws_sdk_codecommit::operation::update_default_branch::UpdateDefaultBranchOutput;
+    use aws_sdk_codecommit::types::RepositoryMetadata;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    let server = SourceServer::start(None);
+    let source = server.repository("app");
+    source.commit("one");
+    source.git(&["checkout", "-q", "-b", "develop"]);
+    let repository = unique("default-branch");
+    create_codecommit_repository(&repository);
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    for (current, expected_updates) in [("main", 1), ("develop", 0)] {
+        let get = mock!(Client::get_repository).then_output(move || {
+            GetRepositoryOutput::builder()
+                .repository_metadata(RepositoryMetadata::builder().default_branch(current).build())
+                .build()
+        });
+        let update = mock!(Client::update_default_branch)
+            .match_requests(|r| r.default_branch_name() == Some("develop"))
+            .then_output(|| UpdateDefaultBranchOutput::builder().build());
+        let api = mock_client!(aws_sdk_codecommit, RuleMode::MatchAny, [&get, &update]);
+        let mirrorer = mirrorer_with_api(dir.path(), &repository, &server.url("app"), api);
+        let report = crate::support::runtime()
+            .block_on(mirrorer.mirror_repository(&repository))
+            .expect("mirror");
+        assert_eq!(report.source_head.as_deref(), Some("refs/heads/develop"));
+        assert_eq!(update.num_calls(), expected_updates, "default branch was {current}");
+    }
+}

@@ -47,6 +47,12 @@ impl CodeCommit {
         Ok(Self { client: Client::new(aws), credentials, region, endpoint_override })
     }
 
+    /// The same endpoint and credentials with another API client (tests use stubs for
+    /// what the local stand-in lacks, such as UpdateDefaultBranch).
+    pub fn with_client(self, client: Client) -> Self {
+        Self { client, ..self }
+    }
+
     /// The git URL of `repository`.
     pub fn url(&self, repository: &str) -> String {
         match &self.endpoint_override {
@@ -79,19 +85,20 @@ impl CodeCommit {
         Ok(Endpoint { url, auth: Auth::CodeCommit { credentials, request } })
     }
 
-    /// Makes sure `repository` exists, creating it when `create` allows.
+    /// Makes sure `repository` exists, creating it when `create` allows. Returns its
+    /// current default branch, if it has one.
     pub async fn ensure_repository(
         &self,
         repository: &str,
         create: bool,
-    ) -> Result<(), CodeCommitError> {
+    ) -> Result<Option<String>, CodeCommitError> {
         let api = |operation, message| CodeCommitError::Api {
             operation,
             repository: repository.to_owned(),
             message,
         };
         match self.client.get_repository().repository_name(repository).send().await {
-            Ok(_) => return Ok(()),
+            Ok(found) => return Ok(found.repository_metadata.and_then(|m| m.default_branch)),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(GetRepositoryError::is_repository_does_not_exist_exception) => {}
@@ -111,25 +118,24 @@ impl CodeCommit {
             .send()
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(None),
             // Created by a concurrent run in the meantime: as good.
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|e| e.is_repository_name_exists_exception()) =>
             {
-                Ok(())
+                Ok(None)
             }
             Err(e) => Err(api("CreateRepository", aws_error_message(&e))),
         }
     }
 
-    /// Points the repository's default branch at `branch` (a full ref or a short name).
+    /// Points the repository's default branch at `branch` (a short name).
     pub async fn set_default_branch(
         &self,
         repository: &str,
         branch: &str,
     ) -> Result<(), CodeCommitError> {
-        let branch = branch.trim_start_matches("refs/heads/");
         self.client
             .update_default_branch()
             .repository_name(repository)

@@ -99,7 +99,7 @@ impl Mirrorer {
     /// missing (if allowed) and following the source's default branch.
     pub async fn mirror_repository(&self, name: &str) -> Result<MirrorReport, SyncError> {
         let job = self.job(name).await?;
-        self.codecommit.ensure_repository(name, self.create_missing).await?;
+        let default_branch = self.codecommit.ensure_repository(name, self.create_missing).await?;
         let work_dir = self.work_dir.clone();
         let repository = name.to_owned();
         let report = tokio::task::spawn_blocking(move || mirror(&job, &work_dir))
@@ -109,9 +109,10 @@ impl Mirrorer {
                 message: e.to_string(),
             })?
             .map_err(|source| SyncError::Mirror { repository: repository.clone(), source })?;
-        if let Some(head) = &report.source_head {
+        let head = report.source_head.as_deref().map(|h| h.trim_start_matches("refs/heads/"));
+        if let Some(head) = head.filter(|h| default_branch.as_deref() != Some(*h)) {
             // A default branch that cannot follow is worth a warning, not a failed mirror:
-            // the refs themselves are exact.
+            // the refs themselves are exact, and the next run tries again.
             if let Err(error) = self.codecommit.set_default_branch(name, head).await {
                 tracing::warn!(%error, repository = name, head, "default branch not updated");
             }
