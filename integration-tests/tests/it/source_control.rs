@@ -346,8 +346,6 @@ impl Drop for WebhookServer {
 
 #[test]
 fn signed_webhooks_flow_through_sqs_to_an_exact_mirror() {
-    use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-
     let server = SourceServer::start(None);
     let data_center = server.repository("networking-terraform");
     data_center.commit("network");
@@ -396,16 +394,7 @@ fn signed_webhooks_flow_through_sqs_to_an_exact_mirror() {
 
     let messages = receive(&sqs, &queue_url);
     assert_eq!(messages.len(), 2, "one request per push, none for the ping: {messages:?}");
-    let mut event = SqsEvent::default();
-    event.records = messages
-        .iter()
-        .map(|m| {
-            let mut record = SqsMessage::default();
-            record.message_id = m.message_id.clone();
-            record.body = m.body.clone();
-            record
-        })
-        .collect();
+    let event = source_control::queue::sqs_event(&messages);
 
     let manifest = pillar_config::Manifest::load(&manifest_path).expect("manifest");
     let mirrorer = source_control::service::Mirrorer::new(

@@ -9,6 +9,7 @@ use pillar_auth::secrets::{DEFAULT_TTL, SecretCache};
 use pillar_config::Manifest;
 use source_control::codecommit::CodeCommit;
 use source_control::mirror::{MirrorJob, MirrorReport, compare, mirror};
+use source_control::queue::sqs_event;
 use source_control::service::Mirrorer;
 use source_control::transport::Endpoint;
 
@@ -44,6 +45,20 @@ pub enum Command {
         /// The deployment manifest.
         #[arg(long)]
         config: PathBuf,
+        #[arg(long, default_value_os_t = default_work_dir())]
+        work_dir: PathBuf,
+        /// Fail instead of creating missing CodeCommit repositories.
+        #[arg(long)]
+        no_create: bool,
+    },
+    /// Consume the mirror queue as the scp-mirror Lambda does, until it is empty: the
+    /// webhook's other half when running without Lambda.
+    Drain {
+        #[arg(long)]
+        config: PathBuf,
+        /// The SQS FIFO queue `pillar webhook serve` fills.
+        #[arg(long, env = "MIRROR_QUEUE_URL")]
+        queue_url: String,
         #[arg(long, default_value_os_t = default_work_dir())]
         work_dir: PathBuf,
         /// Fail instead of creating missing CodeCommit repositories.
@@ -90,14 +105,74 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             let manifest = Manifest::load(&config)?;
             crate::runtime()?.block_on(sync(manifest, work_dir, !no_create))
         }
+        Command::Drain { config, queue_url, work_dir, no_create } => {
+            let manifest = Manifest::load(&config)?;
+            crate::runtime()?.block_on(drain(manifest, &queue_url, work_dir, !no_create))
+        }
     }
+}
+
+fn mirrorer(
+    aws: &aws_config::SdkConfig,
+    manifest: Manifest,
+    work_dir: PathBuf,
+    create: bool,
+) -> anyhow::Result<Mirrorer> {
+    let secrets = SecretCache::new(aws_sdk_secretsmanager::Client::new(aws), DEFAULT_TTL);
+    Ok(Mirrorer::new(manifest, CodeCommit::new(aws)?, secrets.into(), work_dir, create))
+}
+
+async fn drain(
+    manifest: Manifest,
+    queue_url: &str,
+    work_dir: PathBuf,
+    create: bool,
+) -> anyhow::Result<ExitCode> {
+    let aws = aws_config::load_from_env().await;
+    let mirrorer = mirrorer(&aws, manifest, work_dir, create)?;
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let (mut handled, mut failed) = (0, 0);
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .with_context(|| format!("receiving from {queue_url}"))?;
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        let response = mirrorer.handle_sqs(sqs_event(&messages)).await;
+        let retry: Vec<&str> =
+            response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        for message in &messages {
+            if retry.contains(&message.message_id.as_deref().unwrap_or_default()) {
+                failed += 1;
+                continue;
+            }
+            handled += 1;
+            sqs.delete_message()
+                .queue_url(queue_url)
+                .set_receipt_handle(message.receipt_handle.clone())
+                .send()
+                .await
+                .with_context(|| format!("deleting a handled message from {queue_url}"))?;
+        }
+        if !retry.is_empty() {
+            // As with Lambda: the failed group waits for its visibility timeout.
+            break;
+        }
+    }
+    println!("{handled} mirror requests handled, {failed} failed (left on the queue)");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 async fn sync(manifest: Manifest, work_dir: PathBuf, create: bool) -> anyhow::Result<ExitCode> {
     let aws = aws_config::load_from_env().await;
-    let secrets = SecretCache::new(aws_sdk_secretsmanager::Client::new(&aws), DEFAULT_TTL);
-    let mirrorer =
-        Mirrorer::new(manifest, CodeCommit::new(&aws)?, secrets.into(), work_dir, create);
+    let mirrorer = mirrorer(&aws, manifest, work_dir, create)?;
     let mut failed = 0;
     for name in mirrorer.repository_names() {
         match mirrorer.mirror_repository(&name).await {

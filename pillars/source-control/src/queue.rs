@@ -2,6 +2,7 @@
 //! repository is mirrored by one consumer at a time, deduplicated by delivery id so a
 //! redelivered webhook mirrors once.
 
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_sqs::Client;
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,22 @@ impl MirrorQueue for SqsQueue {
             .map(|_| ())
             .map_err(|e| error(pillar_auth::aws_error_message(&e)))
     }
+}
+
+/// Received messages as the event Lambda's SQS event source mapping would deliver.
+pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = messages
+        .iter()
+        .map(|message| {
+            let mut record = SqsMessage::default();
+            record.message_id = message.message_id.clone();
+            record.receipt_handle = message.receipt_handle.clone();
+            record.body = message.body.clone();
+            record
+        })
+        .collect();
+    event
 }
 
 /// SQS takes at most 128 characters of ASCII letters, digits and punctuation.
