@@ -17,14 +17,17 @@ struct Source {
     root: PathBuf,
     /// The `Authorization` header value required, if any.
     required: Option<String>,
+    /// Accept pushes (a benchmark target); sources refuse them.
+    push: bool,
 }
 
 /// Serves the repositories under `root` as `http://ADDR/<path>.git` until the runtime
-/// ends; with `basic = Some((user, password))` only to that user. Push is refused.
+/// ends; with `basic = Some((user, password))` only to that user; pushes only if `push`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     root: PathBuf,
     basic: Option<(String, String)>,
+    push: bool,
 ) -> std::io::Result<()> {
     let required = basic.map(|(user, password)| {
         format!(
@@ -32,7 +35,8 @@ pub async fn serve(
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
         )
     });
-    let app = axum::Router::new().fallback(handle).with_state(Arc::new(Source { root, required }));
+    let app =
+        axum::Router::new().fallback(handle).with_state(Arc::new(Source { root, required, push }));
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
 }
 
@@ -50,7 +54,8 @@ async fn handle(State(source): State<Arc<Source>>, request: Request) -> Response
         }
     }
     let path_info = request.uri().path().to_owned();
-    match http_backend(&source.root, &path_info, None, request).await {
+    let user = source.push.then_some("pusher");
+    match http_backend(&source.root, &path_info, user, request).await {
         Ok(response) => response,
         Err(error) => {
             (StatusCode::INTERNAL_SERVER_ERROR, format!("git http-backend failed: {error}\n"))

@@ -153,6 +153,7 @@ impl SourceServer {
             listener,
             root.path().to_owned(),
             basic,
+            false,
         ));
         Self { root, base_url, _runtime: runtime }
     }
