@@ -72,6 +72,7 @@ fn measure(command: Command) -> (Measure, String) {
         };
     }
     let output = timed.stderr(Stdio::piped()).output().expect("run under /usr/bin/time");
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
     assert!(
         output.status.success(),
         "{program:?} {args:?} failed: {}",
@@ -209,7 +210,8 @@ fn mirror_benchmark(
     };
     let pillar_sync = || -> (Measure, String) {
         let mut c = Command::new(pillar);
-        c.env("RUST_LOG", "warn")
+        // SCP_BENCH_LOG=info shows the mirror's phase timings.
+        c.env("RUST_LOG", std::env::var("SCP_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
             .args([
                 "scp",
                 "mirror",

@@ -80,23 +80,29 @@ pub fn mirror(job: &MirrorJob, work_dir: &Path) -> Result<MirrorReport, MirrorEr
     let cache_path = work_dir.join(format!("{}.git", job.name));
     let cache = open_cache(&cache_path)?;
 
+    let started = std::time::Instant::now();
     let (source_refs, source_head, fetched) = fetch_source(&cache, &job.source)?;
     update_cache_refs(&cache, &source_refs)
         .map_err(|error| MirrorError::Cache { path: cache_path.clone(), error })?;
+    let fetch_ms = started.elapsed().as_millis() as u64;
     let target_refs = list_refs(&cache, &job.target, Side::Target)?.0;
     let plan = RefPlan::between(&source_refs, &target_refs);
-    tracing::info!(
-        repository = job.name,
-        deletions = plan.deletions.len(),
-        upserts = plan.upserts.len(),
-        unchanged = plan.unchanged,
-        "refs compared"
-    );
+    let compare_ms = started.elapsed().as_millis() as u64 - fetch_ms;
     for batch in
         plan.deletions.chunks(MAX_REFS_PER_PUSH).chain(plan.upserts.chunks(MAX_REFS_PER_PUSH))
     {
         push(&cache, &job.target, batch)?;
     }
+    tracing::info!(
+        repository = job.name,
+        deletions = plan.deletions.len(),
+        upserts = plan.upserts.len(),
+        unchanged = plan.unchanged,
+        fetch_ms,
+        compare_ms,
+        push_ms = started.elapsed().as_millis() as u64 - fetch_ms - compare_ms,
+        "mirror pass"
+    );
 
     let mut report =
         MirrorReport { unchanged: plan.unchanged, source_head, fetched, ..MirrorReport::default() };
@@ -266,7 +272,8 @@ fn push(cache: &Repository, target: &Endpoint, batch: &[RefChange]) -> Result<()
         Ok(())
     });
     let mut options = PushOptions::new();
-    options.remote_callbacks(callbacks);
+    // 0: one packbuilder thread per core (libgit2 defaults to a single one).
+    options.remote_callbacks(callbacks).packbuilder_parallelism(0);
     let mut remote = cache
         .remote_anonymous(&target.url)
         .map_err(|error| connection_error(Side::Target, target, &refused_credentials, error))?;
