@@ -357,16 +357,13 @@ fn signed_webhooks_flow_through_sqs_to_an_exact_mirror() {
     let (dc_target, cloud_target) = (unique("dc-mirror"), unique("cloud-mirror"));
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let manifest_path = dir.path().join("pillars.toml");
-    std::fs::write(
-        &manifest_path,
-        format!(
-            "[[repository]]\ncodecommit = \"{dc_target}\"\nsource = \"{}\"\nbitbucket = \"NET/networking-terraform\"\n\n\
-             [[repository]]\ncodecommit = \"{cloud_target}\"\nsource = \"file://{cloud_path}\"\nbitbucket = \"platform/networking-terraform\"\n",
-            server.url("networking-terraform"),
-        ),
-    )
-    .expect("manifest");
+    let manifest_path = write_manifest(
+        dir.path(),
+        &[
+            (&dc_target, &server.url("networking-terraform"), "NET/networking-terraform"),
+            (&cloud_target, &format!("file://{cloud_path}"), "platform/networking-terraform"),
+        ],
+    );
 
     let aws = crate::support::aws_config();
     let sqs = aws_sdk_sqs::Client::new(&aws);
@@ -396,17 +393,7 @@ fn signed_webhooks_flow_through_sqs_to_an_exact_mirror() {
     assert_eq!(messages.len(), 2, "one request per push, none for the ping: {messages:?}");
     let event = source_control::queue::sqs_event(&messages);
 
-    let manifest = pillar_config::Manifest::load(&manifest_path).expect("manifest");
-    let mirrorer = source_control::service::Mirrorer::new(
-        manifest,
-        source_control::codecommit::CodeCommit::new(&aws).expect("CodeCommit"),
-        std::sync::Arc::new(pillar_auth::secrets::SecretCache::new(
-            secrets.clone(),
-            std::time::Duration::from_secs(60),
-        )),
-        dir.path().join("work"),
-        true,
-    );
+    let mirrorer = mirrorer(&manifest_path, &dir.path().join("work"), None);
     let response = runtime.block_on(mirrorer.handle_sqs(event));
     assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
     assert_mirrored(&data_center, &server.url("networking-terraform"), &dc_target);
@@ -420,16 +407,13 @@ fn sync_mirrors_every_repository_even_when_one_fails() {
     good.commit("one");
     let (good_target, bad_target) = (unique("sync-good"), unique("sync-bad"));
     let dir = tempfile::tempdir().expect("temp dir");
-    let manifest = dir.path().join("pillars.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "[[repository]]\ncodecommit = \"{bad_target}\"\nsource = \"http://127.0.0.1:9/nothing.git\"\nbitbucket = \"A/bad\"\n\n\
-             [[repository]]\ncodecommit = \"{good_target}\"\nsource = \"{}\"\nbitbucket = \"A/good\"\n",
-            server.url("good")
-        ),
-    )
-    .expect("manifest");
+    let manifest = write_manifest(
+        dir.path(),
+        &[
+            (&bad_target, "http://127.0.0.1:9/nothing.git", "A/bad"),
+            (&good_target, &server.url("good"), "A/good"),
+        ],
+    );
     let output = run(pillar()
         .args(["scp", "sync", "--config"])
         .arg(&manifest)
@@ -453,17 +437,13 @@ fn reconcile_queues_every_repository_and_measures_drift() {
     let (synced_target, drifting_target) = (unique("synced"), unique("drifting"));
     create_codecommit_repository(&drifting_target);
     let dir = tempfile::tempdir().expect("temp dir");
-    let manifest_path = dir.path().join("pillars.toml");
-    std::fs::write(
-        &manifest_path,
-        format!(
-            "[[repository]]\ncodecommit = \"{synced_target}\"\nsource = \"{}\"\nbitbucket = \"A/synced\"\n\n\
-             [[repository]]\ncodecommit = \"{drifting_target}\"\nsource = \"{}\"\nbitbucket = \"A/drifting\"\n",
-            server.url("synced"),
-            server.url("drifting"),
-        ),
-    )
-    .expect("manifest");
+    let manifest_path = write_manifest(
+        dir.path(),
+        &[
+            (&synced_target, &server.url("synced"), "A/synced"),
+            (&drifting_target, &server.url("drifting"), "A/drifting"),
+        ],
+    );
     let work = dir.path().join("work");
     ok(pillar().args(["scp", "sync", "--config"]).arg(&manifest_path).arg("--work-dir").arg(&work));
     drifting.commit("two");
@@ -473,16 +453,7 @@ fn reconcile_queues_every_repository_and_measures_drift() {
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let queue =
         source_control::queue::SqsQueue { client: sqs.clone(), queue_url: create_fifo_queue(&sqs) };
-    let mirrorer = source_control::service::Mirrorer::new(
-        pillar_config::Manifest::load(&manifest_path).expect("manifest"),
-        source_control::codecommit::CodeCommit::new(&aws).expect("CodeCommit"),
-        std::sync::Arc::new(pillar_auth::secrets::SecretCache::new(
-            aws_sdk_secretsmanager::Client::new(&aws),
-            std::time::Duration::from_secs(60),
-        )),
-        work,
-        true,
-    );
+    let mirrorer = mirrorer(&manifest_path, &work, None);
     let report = crate::support::runtime().block_on(mirrorer.reconcile(&queue, "run-1"));
     assert!(report.not_queued.is_empty());
     let mut queued: Vec<String> = receive(&sqs, &queue.queue_url)
@@ -510,28 +481,41 @@ fn reconcile_queues_every_repository_and_measures_drift() {
     assert!(report.metrics.iter().all(|m| m.to_json(0)["MirrorLagSeconds"].as_f64().is_some()));
 }
 
-/// A mirrorer for one repository `codecommit` from `source`, with a CodeCommit API client
-/// of the test's choosing (the git side stays the real stand-in).
-fn mirrorer_with_api(
-    dir: &Path,
-    codecommit: &str,
-    source: &str,
-    api: aws_sdk_codecommit::Client,
+/// A mirror service over `manifest`, caching under `work_dir`, with the CodeCommit API
+/// client of the test's choosing (`None`: moto); the git side is always the stand-in.
+fn mirrorer(
+    manifest: &Path,
+    work_dir: &Path,
+    api: Option<aws_sdk_codecommit::Client>,
 ) -> source_control::service::Mirrorer {
-    let manifest = format!(
-        "[[repository]]\ncodecommit = \"{codecommit}\"\nsource = \"{source}\"\nbitbucket = \"A/b\"\n"
-    );
     let aws = crate::support::aws_config();
+    let codecommit = source_control::codecommit::CodeCommit::new(&aws).expect("CodeCommit");
     source_control::service::Mirrorer::new(
-        pillar_config::Manifest::parse(&manifest, Path::new("test.toml")).expect("manifest"),
-        source_control::codecommit::CodeCommit::new(&aws).expect("CodeCommit").with_client(api),
+        pillar_config::Manifest::load(manifest).expect("manifest"),
+        match api {
+            Some(client) => codecommit.with_client(client),
+            None => codecommit,
+        },
         std::sync::Arc::new(pillar_auth::secrets::SecretCache::new(
             aws_sdk_secretsmanager::Client::new(&aws),
             std::time::Duration::from_secs(60),
         )),
-        dir.join("work"),
-        false,
+        work_dir.to_owned(),
+        true,
     )
+}
+
+/// Writes a manifest of (CodeCommit name, source URL, Bitbucket key) into `dir`.
+fn write_manifest(dir: &Path, repositories: &[(&str, &str, &str)]) -> std::path::PathBuf {
+    let text: String = repositories
+        .iter()
+        .map(|(codecommit, source, bitbucket)| {
+            format!("[[repository]]\ncodecommit = \"{codecommit}\"\nsource = \"{source}\"\nbitbucket = \"{bitbucket}\"\n\n")
+        })
+        .collect();
+    let path = dir.join("pillars.toml");
+    std::fs::write(&path, text).expect("write manifest");
+    path
 }
 
 /// moto has no UpdateDefaultBranch: the API side is stubbed, the git side is real.
@@ -550,6 +534,7 @@ fn the_default_branch_follows_the_source_head() {
     let repository = unique("default-branch");
     create_codecommit_repository(&repository);
     let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = write_manifest(dir.path(), &[(&repository, &server.url("app"), "A/b")]);
 
     for (current, expected_updates) in [("main", 1), ("develop", 0)] {
         let get = mock!(Client::get_repository).then_output(move || {
@@ -561,7 +546,7 @@ fn the_default_branch_follows_the_source_head() {
             .match_requests(|r| r.default_branch_name() == Some("develop"))
             .then_output(|| UpdateDefaultBranchOutput::builder().build());
         let api = mock_client!(aws_sdk_codecommit, RuleMode::MatchAny, [&get, &update]);
-        let mirrorer = mirrorer_with_api(dir.path(), &repository, &server.url("app"), api);
+        let mirrorer = mirrorer(&manifest, &dir.path().join("work"), Some(api));
         let report = crate::support::runtime()
             .block_on(mirrorer.mirror_repository(&repository))
             .expect("mirror");

@@ -17,54 +17,60 @@ use source_control::transport::Endpoint;
 pub enum Command {
     /// Mirror the branches and tags of SOURCE into TARGET (deletions included).
     Mirror {
-        /// https, http or file URL, a path, or codecommit://<repository>.
-        #[arg(long)]
-        source: String,
-        /// Same forms as --source.
-        #[arg(long)]
-        target: String,
-        /// Where the bare cache and the lock live.
-        #[arg(long, default_value_os_t = default_work_dir())]
-        work_dir: PathBuf,
+        #[command(flatten)]
+        ends: Ends,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Exit 0 when TARGET's branches and tags equal SOURCE's, 1 listing those that differ.
     Verify {
-        #[arg(long)]
-        source: String,
-        #[arg(long)]
-        target: String,
-        #[arg(long, default_value_os_t = default_work_dir())]
-        work_dir: PathBuf,
+        #[command(flatten)]
+        ends: Ends,
     },
     /// Mirror every repository of a manifest into CodeCommit; one failure does not stop
     /// the others, and the exit code is 1 if any failed.
     Sync {
-        /// The deployment manifest.
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(long, default_value_os_t = default_work_dir())]
-        work_dir: PathBuf,
-        /// Fail instead of creating missing CodeCommit repositories.
-        #[arg(long)]
-        no_create: bool,
+        #[command(flatten)]
+        run: ManifestRun,
     },
     /// Consume the mirror queue as the scp-mirror Lambda does, until it is empty: the
     /// webhook's other half when running without Lambda.
     Drain {
-        #[arg(long)]
-        config: PathBuf,
+        #[command(flatten)]
+        run: ManifestRun,
         /// The SQS FIFO queue `pillar webhook serve` fills.
         #[arg(long, env = "MIRROR_QUEUE_URL")]
         queue_url: String,
-        #[arg(long, default_value_os_t = default_work_dir())]
-        work_dir: PathBuf,
-        /// Fail instead of creating missing CodeCommit repositories.
-        #[arg(long)]
-        no_create: bool,
     },
+}
+
+/// Two ends given on the command line.
+#[derive(Debug, clap::Args)]
+pub struct Ends {
+    /// https, http or file URL, a path, or codecommit://<repository>.
+    #[arg(long)]
+    source: String,
+    /// Same forms as --source.
+    #[arg(long)]
+    target: String,
+    /// Where the bare cache and the lock live.
+    #[arg(long, default_value_os_t = default_work_dir())]
+    work_dir: PathBuf,
+}
+
+/// The repositories of a manifest.
+#[derive(Debug, clap::Args)]
+pub struct ManifestRun {
+    /// The deployment manifest.
+    #[arg(long)]
+    config: PathBuf,
+    /// Where the bare caches and locks live.
+    #[arg(long, default_value_os_t = default_work_dir())]
+    work_dir: PathBuf,
+    /// Fail instead of creating missing CodeCommit repositories.
+    #[arg(long)]
+    no_create: bool,
 }
 
 fn default_work_dir() -> PathBuf {
@@ -73,15 +79,13 @@ fn default_work_dir() -> PathBuf {
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Mirror { source, target, work_dir, json } => {
-            let job = job(&source, &target)?;
-            let report = mirror(&job, &work_dir)?;
+        Command::Mirror { ends, json } => {
+            let report = mirror(&ends.job()?, &ends.work_dir)?;
             print_report(&report, json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { source, target, work_dir } => {
-            let job = job(&source, &target)?;
-            let drift = compare(&job, &work_dir)?;
+        Command::Verify { ends } => {
+            let drift = compare(&ends.job()?, &ends.work_dir)?;
             if drift.plan.is_empty() {
                 println!("identical: {} refs", drift.plan.unchanged);
                 return Ok(ExitCode::SUCCESS);
@@ -101,35 +105,26 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::FAILURE)
         }
-        Command::Sync { config, work_dir, no_create } => {
-            let manifest = Manifest::load(&config)?;
-            crate::runtime()?.block_on(sync(manifest, work_dir, !no_create))
-        }
-        Command::Drain { config, queue_url, work_dir, no_create } => {
-            let manifest = Manifest::load(&config)?;
-            crate::runtime()?.block_on(drain(manifest, &queue_url, work_dir, !no_create))
-        }
+        Command::Sync { run } => crate::runtime()?.block_on(sync(run)),
+        Command::Drain { run, queue_url } => crate::runtime()?.block_on(drain(run, &queue_url)),
     }
 }
 
-fn mirrorer(
-    aws: &aws_config::SdkConfig,
-    manifest: Manifest,
-    work_dir: PathBuf,
-    create: bool,
-) -> anyhow::Result<Mirrorer> {
-    let secrets = SecretCache::new(aws_sdk_secretsmanager::Client::new(aws), DEFAULT_TTL);
-    Ok(Mirrorer::new(manifest, CodeCommit::new(aws)?, secrets.into(), work_dir, create))
+impl ManifestRun {
+    /// A mirrorer over the manifest's repositories, with clients from the AWS configuration.
+    async fn mirrorer(self) -> anyhow::Result<(Mirrorer, aws_config::SdkConfig)> {
+        let manifest = Manifest::load(&self.config)?;
+        let aws = aws_config::load_from_env().await;
+        let secrets = SecretCache::new(aws_sdk_secretsmanager::Client::new(&aws), DEFAULT_TTL);
+        let codecommit = CodeCommit::new(&aws)?;
+        let mirrorer =
+            Mirrorer::new(manifest, codecommit, secrets.into(), self.work_dir, !self.no_create);
+        Ok((mirrorer, aws))
+    }
 }
 
-async fn drain(
-    manifest: Manifest,
-    queue_url: &str,
-    work_dir: PathBuf,
-    create: bool,
-) -> anyhow::Result<ExitCode> {
-    let aws = aws_config::load_from_env().await;
-    let mirrorer = mirrorer(&aws, manifest, work_dir, create)?;
+async fn drain(run: ManifestRun, queue_url: &str) -> anyhow::Result<ExitCode> {
+    let (mirrorer, aws) = run.mirrorer().await?;
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let (mut handled, mut failed) = (0, 0);
     loop {
@@ -170,9 +165,8 @@ async fn drain(
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-async fn sync(manifest: Manifest, work_dir: PathBuf, create: bool) -> anyhow::Result<ExitCode> {
-    let aws = aws_config::load_from_env().await;
-    let mirrorer = mirrorer(&aws, manifest, work_dir, create)?;
+async fn sync(run: ManifestRun) -> anyhow::Result<ExitCode> {
+    let (mirrorer, _) = run.mirrorer().await?;
     let mut failed = 0;
     for name in mirrorer.repository_names() {
         match mirrorer.mirror_repository(&name).await {
@@ -196,13 +190,15 @@ async fn sync(manifest: Manifest, work_dir: PathBuf, create: bool) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
-/// A job between two URLs given on the command line.
-fn job(source: &str, target: &str) -> anyhow::Result<MirrorJob> {
-    crate::runtime()?.block_on(async {
-        let source = endpoint(source).await?;
-        let target = endpoint(target).await?;
-        Ok(MirrorJob { name: cache_name(&source, &target), source, target })
-    })
+impl Ends {
+    /// The job between the two ends, credentials resolved.
+    fn job(&self) -> anyhow::Result<MirrorJob> {
+        crate::runtime()?.block_on(async {
+            let source = endpoint(&self.source).await?;
+            let target = endpoint(&self.target).await?;
+            Ok(MirrorJob { name: cache_name(&source, &target), source, target })
+        })
+    }
 }
 
 /// `codecommit://<repository>` through the AWS configuration; anything else as given.

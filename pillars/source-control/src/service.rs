@@ -2,7 +2,7 @@
 //! and `pillar scp sync`), and reconcile (queue every repository, measure drift).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
@@ -98,17 +98,8 @@ impl Mirrorer {
     /// Mirrors one configured repository, creating the CodeCommit repository when
     /// missing (if allowed) and following the source's default branch.
     pub async fn mirror_repository(&self, name: &str) -> Result<MirrorReport, SyncError> {
-        let job = self.job(name).await?;
         let default_branch = self.codecommit.ensure_repository(name, self.create_missing).await?;
-        let work_dir = self.work_dir.clone();
-        let repository = name.to_owned();
-        let report = tokio::task::spawn_blocking(move || mirror(&job, &work_dir))
-            .await
-            .map_err(|e| SyncError::Crashed {
-                repository: repository.clone(),
-                message: e.to_string(),
-            })?
-            .map_err(|source| SyncError::Mirror { repository: repository.clone(), source })?;
+        let report = self.run_git(name, mirror).await?;
         let head = report.source_head.as_deref().map(|h| h.trim_start_matches("refs/heads/"));
         if let Some(head) = head.filter(|h| default_branch.as_deref() != Some(*h)) {
             // A default branch that cannot follow is worth a warning, not a failed mirror:
@@ -118,6 +109,24 @@ impl Mirrorer {
             }
         }
         Ok(report)
+    }
+
+    /// Runs `work` on `name`'s job on a blocking thread: libgit2 blocks.
+    async fn run_git<T: Send + 'static>(
+        &self,
+        name: &str,
+        work: fn(&MirrorJob, &Path) -> Result<T, MirrorError>,
+    ) -> Result<T, SyncError> {
+        let job = self.job(name).await?;
+        let work_dir = self.work_dir.clone();
+        let repository = name.to_owned();
+        tokio::task::spawn_blocking(move || work(&job, &work_dir))
+            .await
+            .map_err(|e| SyncError::Crashed {
+                repository: repository.clone(),
+                message: e.to_string(),
+            })?
+            .map_err(|source| SyncError::Mirror { repository, source })
     }
 
     async fn job(&self, name: &str) -> Result<MirrorJob, SyncError> {
@@ -205,16 +214,7 @@ impl Mirrorer {
     }
 
     async fn drift(&self, name: &str) -> Result<Metrics, SyncError> {
-        let job = self.job(name).await?;
-        let work_dir = self.work_dir.clone();
-        let repository = name.to_owned();
-        let drift = tokio::task::spawn_blocking(move || compare(&job, &work_dir))
-            .await
-            .map_err(|e| SyncError::Crashed {
-                repository: repository.clone(),
-                message: e.to_string(),
-            })?
-            .map_err(|source| SyncError::Mirror { repository: repository.clone(), source })?;
+        let drift = self.run_git(name, compare).await?;
         Ok(Metrics::new(METRICS_NAMESPACE)
             .dimension("Repository", name)
             .value("RefsDrifted", drift.plan.changes().count() as f64, Unit::Count)
