@@ -64,7 +64,7 @@ fn a_misspelt_key_and_a_missing_file_are_clear_errors() {
 #[test]
 fn help_lists_every_subcommand() {
     let stdout = ok(pillar().arg("--help"));
-    for subcommand in ["config", "git-credential"] {
+    for subcommand in ["config", "git-credential", "scp", "webhook"] {
         assert!(stdout.contains(subcommand), "{subcommand} missing from {stdout}");
     }
 }

@@ -123,6 +123,20 @@ fn an_empty_source_and_a_local_path_source_mirror() {
 
     source.commit("now with a commit");
     let path = source.work.to_string_lossy().into_owned();
+    let drift = run(pillar()
+        .args([
+            "scp",
+            "verify",
+            "--source",
+            &path,
+            "--target",
+            &format!("codecommit://{repository}"),
+        ])
+        .arg("--work-dir")
+        .arg(work.path()));
+    assert_eq!(drift.status.code(), Some(1), "drift must exit 1");
+    let listed = String::from_utf8_lossy(&drift.stdout);
+    assert!(listed.contains("missing on target  refs/heads/main"), "{listed}");
     mirror(&path, &repository, work.path());
     assert_mirrored(&source, &path, &repository);
 }
