@@ -532,15 +532,30 @@ fn write_manifest(dir: &Path, repositories: &[(&str, &str, &str)]) -> std::path:
     path
 }
 
-/// moto has no UpdateDefaultBranch: the API side is stubbed, the git side is real.
-#[test]
-fn the_default_branch_follows_the_source_head() {
+/// A CodeCommit API whose repository has `default` as default branch and that accepts
+/// UpdateDefaultBranch to `develop`; moto has no UpdateDefaultBranch. Returns the client and
+/// the rule counting the updates.
+fn stubbed_api(default: &'static str) -> (aws_sdk_codecommit::Client, aws_smithy_mocks::Rule) {
     use aws_sdk_codecommit::Client;
     use aws_sdk_codecommit::operation::get_repository::GetRepositoryOutput;
     use aws_sdk_codecommit::operation::update_default_branch::UpdateDefaultBranchOutput;
     use aws_sdk_codecommit::types::RepositoryMetadata;
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
+    let get = mock!(Client::get_repository).then_output(move || {
+        GetRepositoryOutput::builder()
+            .repository_metadata(RepositoryMetadata::builder().default_branch(default).build())
+            .build()
+    });
+    let update = mock!(Client::update_default_branch)
+        .match_requests(|r| r.default_branch_name() == Some("develop"))
+        .then_output(|| UpdateDefaultBranchOutput::builder().build());
+    (mock_client!(aws_sdk_codecommit, RuleMode::MatchAny, [&get, &update]), update)
+}
+
+/// The API side is stubbed, the git side is the real stand-in.
+#[test]
+fn the_default_branch_follows_the_source_head() {
     let server = SourceServer::start(None);
     let source = server.repository("app");
     source.commit("one");
@@ -551,15 +566,7 @@ fn the_default_branch_follows_the_source_head() {
     let manifest = write_manifest(dir.path(), &[(&repository, &server.url("app"), "A/b")]);
 
     for (current, expected_updates) in [("main", 1), ("develop", 0)] {
-        let get = mock!(Client::get_repository).then_output(move || {
-            GetRepositoryOutput::builder()
-                .repository_metadata(RepositoryMetadata::builder().default_branch(current).build())
-                .build()
-        });
-        let update = mock!(Client::update_default_branch)
-            .match_requests(|r| r.default_branch_name() == Some("develop"))
-            .then_output(|| UpdateDefaultBranchOutput::builder().build());
-        let api = mock_client!(aws_sdk_codecommit, RuleMode::MatchAny, [&get, &update]);
+        let (api, update) = stubbed_api(current);
         let mirrorer = mirrorer(&manifest, &dir.path().join("work"), Some(api));
         let report = crate::support::runtime()
             .block_on(mirrorer.mirror_repository(&repository))
@@ -567,4 +574,47 @@ fn the_default_branch_follows_the_source_head() {
         assert_eq!(report.source_head.as_deref(), Some("refs/heads/develop"));
         assert_eq!(update.num_calls(), expected_updates, "default branch was {current}");
     }
+}
+
+/// CodeCommit refuses to delete its default branch (as git refuses to delete the current
+/// branch of a bare repository): when the source deletes it, the refused run still moves
+/// the default, so the next run converges.
+#[test]
+fn deleting_the_targets_default_branch_converges_on_the_next_run() {
+    let server = SourceServer::start(None);
+    let source = server.repository("app");
+    source.commit("one");
+    let repository = unique("default-deleted");
+    create_codecommit_repository(&repository);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = write_manifest(dir.path(), &[(&repository, &server.url("app"), "A/b")]);
+    let work = dir.path().join("work");
+    let mirror_with = |default: &'static str| {
+        let (api, update) = stubbed_api(default);
+        let outcome = crate::support::runtime()
+            .block_on(mirrorer(&manifest, &work, Some(api)).mirror_repository(&repository));
+        (outcome, update.num_calls())
+    };
+    assert!(mirror_with("main").0.is_ok());
+
+    source.git(&["checkout", "-q", "-b", "develop"]);
+    source.git(&["branch", "-D", "main"]);
+
+    let (refused, updates) = mirror_with("main");
+    let message = refused.expect_err("the target refuses to delete its default branch").to_string();
+    assert!(message.contains("refs/heads/main"), "{message}");
+    assert_eq!(updates, 1, "the default branch must follow the source even when refs are refused");
+
+    // What UpdateDefaultBranch does to the repository behind the git endpoint; the stand-in,
+    // like CodeCommit, refuses to delete the branch its HEAD names until then.
+    let served = Path::new(&env("PILLAR_CODECOMMIT_REPOS_DIR")).join(format!("{repository}.git"));
+    ok(Git::plain().command().arg("--git-dir").arg(&served).args([
+        "symbolic-ref",
+        "HEAD",
+        "refs/heads/develop",
+    ]));
+    let (converged, updates) = mirror_with("develop");
+    assert_eq!(converged.expect("converges").deleted, ["refs/heads/main"]);
+    assert_eq!(updates, 0);
+    assert_mirrored(&source, &server.url("app"), &repository);
 }

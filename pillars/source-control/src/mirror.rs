@@ -45,7 +45,13 @@ pub enum MirrorError {
     #[error("pushing to {url} failed: {error}")]
     Push { url: String, error: git2::Error },
     #[error("{url} refused {} ref(s): {}", refused.len(), refused.iter().map(|(r, why)| format!("{r} ({why})")).collect::<Vec<_>>().join(", "))]
-    Refused { url: String, refused: Vec<(String, String)> },
+    Refused {
+        url: String,
+        refused: Vec<(String, String)>,
+        /// The source's HEAD branch: a target may refuse to delete its default branch until
+        /// the default follows the source.
+        source_head: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +97,12 @@ pub fn mirror(job: &MirrorJob, work_dir: &Path) -> Result<MirrorReport, MirrorEr
     for batch in
         plan.deletions.chunks(MAX_REFS_PER_PUSH).chain(plan.upserts.chunks(MAX_REFS_PER_PUSH))
     {
-        push(&cache, &job.target, batch)?;
+        push(&cache, &job.target, batch).map_err(|error| match error {
+            MirrorError::Refused { url, refused, .. } => {
+                MirrorError::Refused { url, refused, source_head: source_head.clone() }
+            }
+            other => other,
+        })?;
     }
     tracing::info!(
         repository = job.name,
@@ -290,7 +301,11 @@ fn push(cache: &Repository, target: &Endpoint, batch: &[RefChange]) -> Result<()
     if rejected.is_empty() {
         Ok(())
     } else {
-        Err(MirrorError::Refused { url: target.display_url(), refused: rejected })
+        Err(MirrorError::Refused {
+            url: target.display_url(),
+            refused: rejected,
+            source_head: None,
+        })
     }
 }
 

@@ -99,8 +99,17 @@ impl Mirrorer {
     /// missing (if allowed) and following the source's default branch.
     pub async fn mirror_repository(&self, name: &str) -> Result<MirrorReport, SyncError> {
         let default_branch = self.codecommit.ensure_repository(name, self.create_missing).await?;
-        let report = self.run_git(name, mirror).await?;
-        let head = report.source_head.as_deref().map(|h| h.trim_start_matches("refs/heads/"));
+        let outcome = self.run_git(name, mirror).await;
+        // Also after refused refs: CodeCommit will not delete its default branch, so the
+        // default must follow the source before the next run can converge.
+        let head = match &outcome {
+            Ok(report) => report.source_head.as_deref(),
+            Err(SyncError::Mirror { source: MirrorError::Refused { source_head, .. }, .. }) => {
+                source_head.as_deref()
+            }
+            Err(_) => None,
+        };
+        let head = head.map(|h| h.trim_start_matches("refs/heads/"));
         if let Some(head) = head.filter(|h| default_branch.as_deref() != Some(*h)) {
             // A default branch that cannot follow is worth a warning, not a failed mirror:
             // the refs themselves are exact, and the next run tries again.
@@ -108,7 +117,7 @@ impl Mirrorer {
                 tracing::warn!(%error, repository = name, head, "default branch not updated");
             }
         }
-        Ok(report)
+        outcome
     }
 
     /// Runs `work` on `name`'s job on a blocking thread: libgit2 blocks.
