@@ -26,14 +26,14 @@ pub enum SyncError {
     Manifest(#[from] pillar_config::ConfigError),
     #[error("repository `{0}` is not in the manifest")]
     NotConfigured(String),
-    #[error("source credentials of `{repository}`: {source}")]
-    SourceSecret { repository: String, source: SecretError },
+    #[error("source credentials of `{repository}`: {error}")]
+    SourceSecret { repository: String, error: SecretError },
     #[error("source credentials secret `{secret}` of `{repository}` must hold `username:password`")]
     SecretFormat { repository: String, secret: String },
     #[error(transparent)]
     CodeCommit(#[from] CodeCommitError),
-    #[error("mirror of `{repository}`: {source}")]
-    Mirror { repository: String, source: MirrorError },
+    #[error("mirror of `{repository}`: {error}")]
+    Mirror { repository: String, error: MirrorError },
     #[error("mirror of `{repository}` stopped unexpectedly: {message}")]
     Crashed { repository: String, message: String },
 }
@@ -104,7 +104,7 @@ impl Mirrorer {
         // default must follow the source before the next run can converge.
         let head = match &outcome {
             Ok(report) => report.source_head.as_deref(),
-            Err(SyncError::Mirror { source: MirrorError::Refused { source_head, .. }, .. }) => {
+            Err(SyncError::Mirror { error: MirrorError::Refused { source_head, .. }, .. }) => {
                 source_head.as_deref()
             }
             Err(_) => None,
@@ -135,7 +135,7 @@ impl Mirrorer {
                 repository: repository.clone(),
                 message: e.to_string(),
             })?
-            .map_err(|source| SyncError::Mirror { repository, source })
+            .map_err(|error| SyncError::Mirror { repository, error })
     }
 
     async fn job(&self, name: &str) -> Result<MirrorJob, SyncError> {
@@ -144,8 +144,8 @@ impl Mirrorer {
         let auth = match &repository.credentials_secret {
             None => Auth::None,
             Some(secret) => {
-                let value = self.secrets.get(secret).await.map_err(|source| {
-                    SyncError::SourceSecret { repository: name.to_owned(), source }
+                let value = self.secrets.get(secret).await.map_err(|error| {
+                    SyncError::SourceSecret { repository: name.to_owned(), error }
                 })?;
                 basic_auth(&value).ok_or_else(|| SyncError::SecretFormat {
                     repository: name.to_owned(),
