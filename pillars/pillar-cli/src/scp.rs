@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use pillar_auth::secrets::{DEFAULT_TTL, SecretCache};
+use pillar_auth::secrets::DEFAULT_TTL;
 use pillar_config::Manifest;
 use source_control::codecommit::CodeCommit;
 use source_control::mirror::{MirrorJob, MirrorReport, compare, mirror};
@@ -115,10 +115,8 @@ impl ManifestRun {
     async fn mirrorer(self) -> anyhow::Result<(Mirrorer, aws_config::SdkConfig)> {
         let manifest = Manifest::load(&self.config)?;
         let aws = aws_config::load_from_env().await;
-        let secrets = SecretCache::new(aws_sdk_secretsmanager::Client::new(&aws), DEFAULT_TTL);
-        let codecommit = CodeCommit::new(&aws)?;
         let mirrorer =
-            Mirrorer::new(manifest, codecommit, secrets.into(), self.work_dir, !self.no_create);
+            Mirrorer::from_aws(manifest, &aws, self.work_dir, !self.no_create, DEFAULT_TTL)?;
         Ok((mirrorer, aws))
     }
 }

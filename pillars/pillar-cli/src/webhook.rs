@@ -11,10 +11,9 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use clap::Subcommand;
-use pillar_auth::secrets::{DEFAULT_TTL, SecretCache};
+use pillar_auth::secrets::DEFAULT_TTL;
 use pillar_config::Manifest;
-use source_control::queue::SqsQueue;
-use source_control::webhook::{ManagedSecret, Webhook};
+use source_control::webhook::ManagedWebhook;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -33,19 +32,13 @@ pub enum Command {
     },
 }
 
-type Handler = Webhook<ManagedSecret, SqsQueue>;
-
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     let Command::Serve { config, addr, secret_id, queue_url } = command;
     let manifest = Manifest::load(&config)?;
     crate::runtime()?.block_on(async {
         let aws = aws_config::load_from_env().await;
-        let secret = ManagedSecret {
-            cache: SecretCache::new(aws_sdk_secretsmanager::Client::new(&aws), DEFAULT_TTL),
-            id: secret_id,
-        };
-        let queue = SqsQueue { client: aws_sdk_sqs::Client::new(&aws), queue_url };
-        let webhook: Arc<Handler> = Arc::new(Webhook::new(&manifest, secret, queue));
+        let webhook =
+            Arc::new(ManagedWebhook::from_aws(&manifest, &aws, secret_id, DEFAULT_TTL, queue_url));
         let listener = tokio::net::TcpListener::bind(addr).await?;
         eprintln!("pillar: answering webhooks on http://{}", listener.local_addr()?);
         let app = axum::Router::new().fallback(answer).with_state(webhook);
@@ -55,7 +48,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 async fn answer(
-    State(webhook): State<Arc<Handler>>,
+    State(webhook): State<Arc<ManagedWebhook>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {

@@ -24,12 +24,6 @@ pub struct MirrorReport {
     pub fetched: bool,
 }
 
-impl MirrorReport {
-    pub fn changed(&self) -> bool {
-        !(self.created.is_empty() && self.updated.is_empty() && self.deleted.is_empty())
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
     #[error("cannot lock {}: {error}; is the work directory writable?", path.display())]
@@ -81,15 +75,12 @@ pub struct MirrorJob {
 /// Holds `work_dir/<name>.lock` for the duration, so one repository is mirrored by one
 /// process at a time. Blocking: run it on a blocking thread.
 pub fn mirror(job: &MirrorJob, work_dir: &Path) -> Result<MirrorReport, MirrorError> {
-    configure_libgit2();
-    let _lock = lock(work_dir, &job.name)?;
-    let cache_path = work_dir.join(format!("{}.git", job.name));
-    let cache = open_cache(&cache_path)?;
+    let (_lock, cache) = open_locked(work_dir, &job.name)?;
 
     let started = std::time::Instant::now();
     let (source_refs, source_head, fetched) = fetch_source(&cache, &job.source)?;
     update_cache_refs(&cache, &source_refs)
-        .map_err(|error| MirrorError::Cache { path: cache_path.clone(), error })?;
+        .map_err(|error| MirrorError::Cache { path: cache.path().to_owned(), error })?;
     let fetch_ms = started.elapsed().as_millis() as u64;
     let target_refs = list_refs(&cache, &job.target, Side::Target)?.0;
     let plan = RefPlan::between(&source_refs, &target_refs);
@@ -128,12 +119,16 @@ pub fn mirror(job: &MirrorJob, work_dir: &Path) -> Result<MirrorReport, MirrorEr
     Ok(report)
 }
 
-fn lock(work_dir: &Path, name: &str) -> Result<File, MirrorError> {
+/// Takes `work_dir/<name>.lock` (held while the returned file lives) and opens the cache
+/// `work_dir/<name>.git`.
+fn open_locked(work_dir: &Path, name: &str) -> Result<(File, Repository), MirrorError> {
+    configure_libgit2();
     let path = work_dir.join(format!("{name}.lock"));
     let locked = std::fs::create_dir_all(work_dir)
         .and_then(|()| File::create(&path))
         .and_then(|file| file.lock().map(|()| file));
-    locked.map_err(|error| MirrorError::Lock { path, error })
+    let lock = locked.map_err(|error| MirrorError::Lock { path, error })?;
+    Ok((lock, open_cache(&work_dir.join(format!("{name}.git")))?))
 }
 
 /// Opens the bare cache, starting a new one when it is missing or damaged (a run killed
@@ -199,6 +194,23 @@ fn connection_error(
     }
 }
 
+/// A failure while moving objects: refused credentials as such; anything else as a failed
+/// fetch from the source or push to the target.
+fn transfer_error(
+    side: Side,
+    endpoint: &Endpoint,
+    refused: &Cell<bool>,
+    error: git2::Error,
+) -> MirrorError {
+    match connection_error(side, endpoint, refused, error) {
+        MirrorError::Unreachable { url, error, .. } => match side {
+            Side::Source => MirrorError::Fetch { url, error },
+            Side::Target => MirrorError::Push { url, error },
+        },
+        credentials => credentials,
+    }
+}
+
 /// Lists the source and downloads whatever objects the cache lacks. Returns the source's
 /// refs, its HEAD branch, and whether anything was downloaded.
 fn fetch_source(
@@ -219,12 +231,7 @@ fn fetch_source(
     options.remote_callbacks(source.callbacks(&refused)).download_tags(git2::AutotagOption::None);
     remote
         .download(&["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], Some(&mut options))
-        .map_err(|error| match connection_error(Side::Source, source, &refused, error) {
-            MirrorError::Unreachable { error, .. } => {
-                MirrorError::Fetch { url: source.display_url(), error }
-            }
-            refused => refused,
-        })?;
+        .map_err(|error| transfer_error(Side::Source, source, &refused, error))?;
     // The source may have moved between listing and downloading; mirror what was listed,
     // as long as the download brought it. Otherwise the next run catches up.
     let missing: Vec<&String> =
@@ -288,14 +295,9 @@ fn push(cache: &Repository, target: &Endpoint, batch: &[RefChange]) -> Result<()
     let mut remote = cache
         .remote_anonymous(&target.url)
         .map_err(|error| connection_error(Side::Target, target, &refused_credentials, error))?;
-    remote.push(&refspecs, Some(&mut options)).map_err(|error| {
-        match connection_error(Side::Target, target, &refused_credentials, error) {
-            MirrorError::Unreachable { error, .. } => {
-                MirrorError::Push { url: target.display_url(), error }
-            }
-            refused => refused,
-        }
-    })?;
+    remote
+        .push(&refspecs, Some(&mut options))
+        .map_err(|error| transfer_error(Side::Target, target, &refused_credentials, error))?;
     drop(options);
     let rejected = rejected.into_inner();
     if rejected.is_empty() {
@@ -321,9 +323,7 @@ pub struct Drift {
 
 /// Compares the source's and the target's branches and tags without fetching objects.
 pub fn compare(job: &MirrorJob, work_dir: &Path) -> Result<Drift, MirrorError> {
-    configure_libgit2();
-    let _lock = lock(work_dir, &job.name)?;
-    let cache = open_cache(&work_dir.join(format!("{}.git", job.name)))?;
+    let (_lock, cache) = open_locked(work_dir, &job.name)?;
     let (source_refs, _) = list_refs(&cache, &job.source, Side::Source)?;
     let (target_refs, _) = list_refs(&cache, &job.target, Side::Target)?;
     let plan = RefPlan::between(&source_refs, &target_refs);

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use pillar_auth::secrets::{SecretCache, SecretError};
@@ -70,22 +71,30 @@ impl Mirrorer {
         Self { repositories: Arc::new(repositories), codecommit, secrets, work_dir, create_missing }
     }
 
-    /// A mirrorer for a Lambda: manifest and settings from its environment, clients from
-    /// the AWS configuration.
+    /// A mirrorer for a Lambda: manifest and settings from its environment.
     pub fn from_settings(
         settings: &MirrorSettings,
         aws: &aws_config::SdkConfig,
     ) -> Result<Self, SyncError> {
-        let manifest = Manifest::load(&settings.manifest)?;
-        let secrets =
-            SecretCache::new(aws_sdk_secretsmanager::Client::new(aws), settings.secret_ttl);
-        Ok(Self::new(
-            manifest,
-            CodeCommit::new(aws)?,
-            Arc::new(secrets),
+        Self::from_aws(
+            Manifest::load(&settings.manifest)?,
+            aws,
             settings.work_dir.clone(),
             settings.create_repositories,
-        ))
+            settings.secret_ttl,
+        )
+    }
+
+    /// Clients from the AWS configuration; secrets cached for `secret_ttl`.
+    pub fn from_aws(
+        manifest: Manifest,
+        aws: &aws_config::SdkConfig,
+        work_dir: PathBuf,
+        create_missing: bool,
+        secret_ttl: Duration,
+    ) -> Result<Self, SyncError> {
+        let secrets = SecretCache::new(aws_sdk_secretsmanager::Client::new(aws), secret_ttl);
+        Ok(Self::new(manifest, CodeCommit::new(aws)?, Arc::new(secrets), work_dir, create_missing))
     }
 
     /// The configured CodeCommit names, sorted.

@@ -2,7 +2,7 @@
 //! names, and queue a mirror of it. Fast and side-effect free apart from the queue, so
 //! Bitbucket gets its answer well inside its 10 s timeout.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{HeaderMap, StatusCode};
 use pillar_auth::secrets::{SecretCache, SecretError};
@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::Digest;
 
-use crate::queue::{MirrorQueue, MirrorRequest};
+use crate::queue::{MirrorQueue, MirrorRequest, SqsQueue};
 
 /// Deliveries above this are refused before any work (Bitbucket's are a few KiB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -51,6 +51,27 @@ impl WebhookSecret for ManagedSecret {
 impl WebhookSecret for SecretString {
     async fn get(&self) -> Result<SecretString, SecretError> {
         Ok(self.clone())
+    }
+}
+
+/// The handler as deployed: secret in Secrets Manager, requests on SQS.
+pub type ManagedWebhook = Webhook<ManagedSecret, SqsQueue>;
+
+impl ManagedWebhook {
+    /// Clients from the AWS configuration; the secret cached for `secret_ttl`.
+    pub fn from_aws(
+        manifest: &Manifest,
+        aws: &aws_config::SdkConfig,
+        secret_id: String,
+        secret_ttl: Duration,
+        queue_url: String,
+    ) -> Self {
+        let secret = ManagedSecret {
+            cache: SecretCache::new(aws_sdk_secretsmanager::Client::new(aws), secret_ttl),
+            id: secret_id,
+        };
+        let queue = SqsQueue { client: aws_sdk_sqs::Client::new(aws), queue_url };
+        Self::new(manifest, secret, queue)
     }
 }
 

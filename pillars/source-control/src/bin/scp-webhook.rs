@@ -3,11 +3,9 @@
 use std::sync::Arc;
 
 use lambda_http::{Body, Request, Response, service_fn};
-use pillar_auth::secrets::SecretCache;
 use pillar_config::{Env, Manifest};
-use source_control::queue::SqsQueue;
 use source_control::settings::WebhookSettings;
-use source_control::webhook::{ManagedSecret, Webhook};
+use source_control::webhook::ManagedWebhook;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -15,12 +13,13 @@ async fn main() -> Result<(), lambda_http::Error> {
     let settings = WebhookSettings::from_env(&Env::process())?;
     let manifest = Manifest::load(&settings.manifest)?;
     let aws = aws_config::load_from_env().await;
-    let secret = ManagedSecret {
-        cache: SecretCache::new(aws_sdk_secretsmanager::Client::new(&aws), settings.secret_ttl),
-        id: settings.secret_id,
-    };
-    let queue = SqsQueue { client: aws_sdk_sqs::Client::new(&aws), queue_url: settings.queue_url };
-    let webhook = Arc::new(Webhook::new(&manifest, secret, queue));
+    let webhook = Arc::new(ManagedWebhook::from_aws(
+        &manifest,
+        &aws,
+        settings.secret_id,
+        settings.secret_ttl,
+        settings.queue_url,
+    ));
     lambda_http::run(service_fn(move |request: Request| {
         let webhook = Arc::clone(&webhook);
         async move {
