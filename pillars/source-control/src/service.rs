@@ -248,9 +248,6 @@ fn failure(message_id: String) -> BatchItemFailure {
 
 /// `username:password` as HTTP Basic credentials.
 fn basic_auth(secret: &SecretString) -> Option<Auth> {
-    let (username, password) = secret.expose_secret().trim().split_once(':')?;
-    (!username.is_empty()).then(|| Auth::Basic {
-        username: username.to_owned(),
-        password: SecretString::from(password.to_owned()),
-    })
+    let (username, password) = pillar_auth::secrets::username_password(secret)?;
+    Some(Auth::Basic { username, password })
 }

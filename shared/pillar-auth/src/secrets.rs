@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::SdkError;
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 
 use crate::aws_error_message;
@@ -28,6 +28,12 @@ pub enum SecretError {
     NotAString { id: String },
     #[error("could not read secret `{id}` from Secrets Manager: {message}")]
     Service { id: String, message: String },
+}
+
+/// A `username:password` secret split in two; `None` when it has no colon or no username.
+pub fn username_password(secret: &SecretString) -> Option<(String, SecretString)> {
+    let (username, password) = secret.expose_secret().trim().split_once(':')?;
+    (!username.is_empty()).then(|| (username.to_owned(), SecretString::from(password.to_owned())))
 }
 
 /// A Secrets Manager client with a time-bounded cache of string secrets.

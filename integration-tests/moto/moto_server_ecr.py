@@ -1,0 +1,143 @@
+"""moto_server with the ECR layer API that moto 5.2 lacks, behaving like ECR.
+
+moto answers InitiateLayerUpload, UploadLayerPart, CompleteLayerUpload and
+BatchCheckLayerAvailability with "not implemented", does not check that an image's
+layers exist, and reports an immutable tag conflict as ImageAlreadyExistsException.
+This adds what the Docker mirror relies on, with ECR's rules:
+- parts must be consecutive (partFirstByte = bytes received so far), else InvalidLayerPartException;
+- CompleteLayerUpload hashes what was received: a wrong digest is InvalidLayerException,
+  an existing layer is LayerAlreadyExistsException;
+- PutImage of an image manifest whose config or layers were never uploaded is
+  LayersNotFoundException; changing an immutable tag is ImageTagAlreadyExistsException.
+Layer bytes are hashed as they arrive and not kept: tests check availability, not content.
+"""
+
+import hashlib
+import json
+import sys
+import uuid
+
+from moto.core.exceptions import ServiceException
+from moto.ecr.models import ecr_backends
+from moto.ecr.responses import ECRResponse
+from moto.server import main
+
+PART_SIZE = 5 * 1024 * 1024
+LAYERS = {}  # (account, region, repository) -> set of digests
+UPLOADS = {}  # upload id -> {"key", "sha256", "size"}
+
+
+def error(code, message):
+    class Error(ServiceException):
+        pass
+
+    Error.code = code
+    return Error(message)
+
+
+def repository(response):
+    name = response._get_param("repositoryName")
+    backend = ecr_backends[response.current_account][response.region]
+    if name not in backend.repositories:
+        raise error(
+            "RepositoryNotFoundException",
+            f"The repository with name '{name}' does not exist in the registry "
+            f"with id '{response.current_account}'",
+        )
+    return backend.repositories[name], (response.current_account, response.region, name)
+
+
+def batch_check_layer_availability(self):
+    repo, key = repository(self)
+    present = LAYERS.get(key, set())
+    layers, failures = [], []
+    for digest in self._get_param("layerDigests"):
+        if digest in present:
+            layers.append({"layerDigest": digest, "layerAvailability": "AVAILABLE"})
+        else:
+            failures.append(
+                {"layerDigest": digest, "failureCode": "MissingLayerDigest",
+                 "failureReason": "Requested layer not found"}
+            )
+    return json.dumps({"layers": layers, "failures": failures})
+
+
+def initiate_layer_upload(self):
+    repo, key = repository(self)
+    upload_id = str(uuid.uuid4())
+    UPLOADS[upload_id] = {"key": key, "sha256": hashlib.sha256(), "size": 0}
+    return json.dumps({"uploadId": upload_id, "partSize": PART_SIZE})
+
+
+def upload(self):
+    repo, key = repository(self)
+    upload_id = self._get_param("uploadId")
+    state = UPLOADS.get(upload_id)
+    if state is None or state["key"] != key:
+        raise error("UploadNotFoundException", f"Upload {upload_id} not found")
+    return key, upload_id, state
+
+
+def upload_layer_part(self):
+    key, upload_id, state = upload(self)
+    import base64
+
+    blob = base64.b64decode(self._get_param("layerPartBlob"))
+    first, last = self._get_param("partFirstByte"), self._get_param("partLastByte")
+    if first != state["size"] or last != first + len(blob) - 1:
+        raise error(
+            "InvalidLayerPartException",
+            f"part {first}-{last} ({len(blob)} bytes) does not follow byte {state['size']}",
+        )
+    state["sha256"].update(blob)
+    state["size"] += len(blob)
+    return json.dumps({"registryId": key[0], "repositoryName": key[2], "uploadId": upload_id,
+                       "lastByteReceived": state["size"] - 1})
+
+
+def complete_layer_upload(self):
+    key, upload_id, state = upload(self)
+    (digest,) = self._get_param("layerDigests")
+    actual = "sha256:" + state["sha256"].hexdigest()
+    del UPLOADS[upload_id]
+    if digest != actual:
+        raise error("InvalidLayerException", f"digest {digest} does not match the upload ({actual})")
+    present = LAYERS.setdefault(key, set())
+    if digest in present:
+        raise error("LayerAlreadyExistsException", f"layer {digest} already exists")
+    present.add(digest)
+    return json.dumps({"registryId": key[0], "repositoryName": key[2], "uploadId": upload_id,
+                       "layerDigest": digest})
+
+
+original_put_image = ECRResponse.put_image
+
+
+def put_image(self):
+    repo, key = repository(self)
+    manifest = json.loads(self._get_param("imageManifest"))
+    wanted = [manifest["config"]] + manifest.get("layers", []) if "config" in manifest else []
+    missing = [d["digest"] for d in wanted if d["digest"] not in LAYERS.get(key, set())]
+    if missing:
+        raise error("LayersNotFoundException", f"layers not found: {', '.join(missing)}")
+    tag = self._get_param("imageTag")
+    text = self._get_param("imageManifest")
+    if tag and repo.is_tag_immutable():
+        for image in repo.images:
+            if tag in (image.image_tags or []) and image.image_manifest != text:
+                raise error(
+                    "ImageTagAlreadyExistsException",
+                    f"The image tag '{tag}' already exists in the '{key[2]}' repository "
+                    "and cannot be overwritten because the repository is immutable.",
+                )
+    return original_put_image(self)
+
+
+ECRResponse.batch_check_layer_availability = batch_check_layer_availability
+ECRResponse.initiate_layer_upload = initiate_layer_upload
+ECRResponse.upload_layer_part = upload_layer_part
+ECRResponse.complete_layer_upload = complete_layer_upload
+ECRResponse.put_image = put_image
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+//! Copying one image: children before their index, blobs before their manifest, the tag
+//! last, so a tag in the target never points at something incomplete.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt, TryStreamExt, stream};
+use oci_client::Reference;
+
+use crate::error::MirrorError;
+use crate::manifest::{self, Descriptor, Parsed};
+use crate::registry::Registry;
+use crate::retry::RetryPolicy;
+use crate::target::Destination;
+
+/// What happened to an image that did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Copied {
+    /// The target already had this digest under this tag: nothing was read or written.
+    UpToDate { digest: String },
+    /// Manifests were pushed; `bytes` of blobs were uploaded (mounted or present ones count 0).
+    Copied { digest: String, bytes: u64 },
+}
+
+impl Copied {
+    pub fn digest(&self) -> &str {
+        match self {
+            Self::UpToDate { digest } | Self::Copied { digest, .. } => digest,
+        }
+    }
+}
+
+/// Copies images from a source registry into a destination.
+#[derive(Debug)]
+pub struct Copier {
+    /// Blobs of one image copied at the same time.
+    pub blob_concurrency: usize,
+    pub retry: RetryPolicy,
+    bytes: AtomicU64,
+}
+
+impl Default for Copier {
+    fn default() -> Self {
+        Self::new(4, RetryPolicy::default())
+    }
+}
+
+impl Copier {
+    pub fn new(blob_concurrency: usize, retry: RetryPolicy) -> Self {
+        Self { blob_concurrency: blob_concurrency.max(1), retry, bytes: AtomicU64::new(0) }
+    }
+
+    /// Blob bytes uploaded by this copier so far.
+    pub fn bytes_copied(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Copies `image` (a tag or a digest in `source`) into `to`, under `tag` when given.
+    /// A HEAD on each side decides whether anything needs doing at all.
+    pub async fn copy(
+        &self,
+        source: &Registry,
+        image: &Reference,
+        to: &Destination,
+        tag: Option<&str>,
+    ) -> Result<Copied, MirrorError> {
+        let digest = self
+            .retry
+            .run(|| source.manifest_digest(image))
+            .await?
+            .ok_or_else(|| MirrorError::NotFound { what: image.whole() })?;
+        to.prepare().await?;
+        let existing = self.retry.run(|| to.manifest_digest(tag.unwrap_or(&digest))).await?;
+        if existing.as_deref() == Some(digest.as_str()) {
+            return Ok(Copied::UpToDate { digest });
+        }
+        let before = self.bytes_copied();
+        let (bytes, media_type) = self.copy_manifest(source, image, to, &digest).await?;
+        self.retry.run(|| to.put_manifest(&bytes, &media_type, &digest, tag)).await?;
+        for referrer in source.referrers(&image.clone_with_digest(digest.clone())).await {
+            if let Err(error) = self.copy_child(source, image, to, &referrer).await {
+                tracing::warn!(image = %image, referrer = referrer.digest, %error,
+                    "referrer not copied");
+            }
+        }
+        Ok(Copied::Copied { digest, bytes: self.bytes_copied() - before })
+    }
+
+    /// Reads the manifest `digest`, verifies it, and copies what it references. Returns its
+    /// bytes and media type, for the caller to push under the right name.
+    fn copy_manifest<'a>(
+        &'a self,
+        source: &'a Registry,
+        image: &'a Reference,
+        to: &'a Destination,
+        digest: &'a str,
+    ) -> BoxFuture<'a, Result<(Bytes, String), MirrorError>> {
+        async move {
+            let by_digest = image.clone_with_digest(digest.to_owned());
+            let bytes = self.retry.run(|| source.manifest(&by_digest)).await?;
+            let actual = manifest::sha256_digest(&bytes);
+            if digest.starts_with("sha256:") && actual != digest {
+                return Err(MirrorError::DigestMismatch {
+                    what: by_digest.whole(),
+                    digest: digest.to_owned(),
+                    detail: format!("the manifest served hashes to {actual}"),
+                });
+            }
+            let parsed = manifest::parse(&bytes, None)
+                .map_err(|message| MirrorError::Manifest { what: by_digest.whole(), message })?;
+            match &parsed {
+                Parsed::Index { children, .. } => {
+                    for child in children {
+                        self.copy_child(source, image, to, child).await?;
+                    }
+                }
+                Parsed::Image { blobs, .. } => self.copy_blobs(source, image, to, blobs).await?,
+            }
+            Ok((bytes, parsed.media_type().to_owned()))
+        }
+        .boxed()
+    }
+
+    /// A child manifest (platform image, attestation, referrer), pushed by digest unless
+    /// the target has it already.
+    async fn copy_child(
+        &self,
+        source: &Registry,
+        image: &Reference,
+        to: &Destination,
+        child: &Descriptor,
+    ) -> Result<(), MirrorError> {
+        if self.retry.run(|| to.manifest_digest(&child.digest)).await?.as_deref()
+            == Some(child.digest.as_str())
+        {
+            return Ok(());
+        }
+        let (bytes, media_type) = self.copy_manifest(source, image, to, &child.digest).await?;
+        self.retry.run(|| to.put_manifest(&bytes, &media_type, &child.digest, None)).await
+    }
+
+    /// Copies the blobs the target lacks, a bounded number at a time.
+    async fn copy_blobs(
+        &self,
+        source: &Registry,
+        image: &Reference,
+        to: &Destination,
+        blobs: &[Descriptor],
+    ) -> Result<(), MirrorError> {
+        let mut unique: Vec<Descriptor> = Vec::with_capacity(blobs.len());
+        for blob in blobs {
+            if !unique.iter().any(|b| b.digest == blob.digest) {
+                unique.push(blob.clone());
+            }
+        }
+        let missing = self.retry.run(|| to.missing(&unique)).await?;
+        // Owned descriptors: a closure over borrowed ones is not `Send` for every lifetime.
+        stream::iter(missing)
+            .map(|blob| async move { self.copy_blob(source, image, to, &blob).await })
+            .buffer_unordered(self.blob_concurrency)
+            .try_collect::<()>()
+            .await
+    }
+
+    async fn copy_blob(
+        &self,
+        source: &Registry,
+        image: &Reference,
+        to: &Destination,
+        blob: &Descriptor,
+    ) -> Result<(), MirrorError> {
+        if to.mount(image, blob).await {
+            return Ok(());
+        }
+        self.retry
+            .run(|| async {
+                let stream = source.blob(image, blob).await?;
+                to.upload(blob, stream).await.map_err(|error| match error {
+                    // The source stream ends in an error when its bytes miss their digest.
+                    MirrorError::Unreachable { error: detail, .. }
+                    | MirrorError::Registry { message: detail, .. }
+                        if detail.contains("digest") =>
+                    {
+                        MirrorError::DigestMismatch {
+                            what: image.whole(),
+                            digest: blob.digest.clone(),
+                            detail,
+                        }
+                    }
+                    other => other,
+                })
+            })
+            .await?;
+        self.bytes.fetch_add(blob.size, Ordering::Relaxed);
+        Ok(())
+    }
+}

@@ -1,0 +1,293 @@
+//! Amazon ECR as a target, through the ECR API: IAM authentication, layer uploads in the
+//! part size ECR asks for, manifests put exactly as pulled.
+
+use std::collections::HashSet;
+
+use aws_sdk_ecr::Client;
+use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ecr::primitives::Blob;
+use aws_sdk_ecr::types::{ImageIdentifier, ImageScanningConfiguration, ImageTagMutability};
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use tokio::sync::Mutex;
+
+use crate::error::MirrorError;
+use crate::manifest::{Descriptor, MEDIA_TYPES, sha256_digest};
+
+/// `BatchCheckLayerAvailability` takes at most 100 digests.
+const CHECK_BATCH: usize = 100;
+/// Used when ECR does not say (it always has: 10 MiB at the time of writing).
+const DEFAULT_PART: usize = 10 * 1024 * 1024;
+
+/// How a repository the mirror creates is configured.
+#[derive(Debug, Clone, Copy)]
+pub struct RepositorySettings {
+    pub scan_on_push: bool,
+    pub immutable_tags: bool,
+}
+
+#[derive(Debug)]
+pub struct Ecr {
+    client: Client,
+    known: Mutex<HashSet<String>>,
+}
+
+fn failure<E, R>(operation: &'static str, repository: &str, error: &SdkError<E, R>) -> MirrorError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let retryable =
+        matches!(
+            error,
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
+        ) || error.code().is_some_and(|c| c.contains("Throttl") || c == "ServerException");
+    MirrorError::Ecr {
+        operation,
+        repository: repository.to_owned(),
+        message: pillar_auth::aws_error_message(error),
+        retryable,
+    }
+}
+
+impl Ecr {
+    pub fn new(client: Client) -> Self {
+        Self { client, known: Mutex::new(HashSet::new()) }
+    }
+
+    /// Creates `repository` when it does not exist yet.
+    pub async fn ensure_repository(
+        &self,
+        repository: &str,
+        settings: RepositorySettings,
+    ) -> Result<(), MirrorError> {
+        let mut known = self.known.lock().await;
+        if known.contains(repository) {
+            return Ok(());
+        }
+        let described =
+            self.client.describe_repositories().repository_names(repository).send().await;
+        match described {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("RepositoryNotFoundException") => {
+                let created = self
+                    .client
+                    .create_repository()
+                    .repository_name(repository)
+                    .image_scanning_configuration(
+                        ImageScanningConfiguration::builder()
+                            .scan_on_push(settings.scan_on_push)
+                            .build(),
+                    )
+                    .image_tag_mutability(if settings.immutable_tags {
+                        ImageTagMutability::Immutable
+                    } else {
+                        ImageTagMutability::Mutable
+                    })
+                    .send()
+                    .await;
+                match created {
+                    Ok(_) => tracing::info!(repository, "created ECR repository"),
+                    Err(e) if e.code() == Some("RepositoryAlreadyExistsException") => {}
+                    Err(e) => return Err(failure("CreateRepository", repository, &e)),
+                }
+            }
+            Err(e) => return Err(failure("DescribeRepositories", repository, &e)),
+        }
+        known.insert(repository.to_owned());
+        Ok(())
+    }
+
+    /// The digest of the manifest `tag` (or digest) points at, hashed from its bytes: moto
+    /// reports another digest for indexes, and bytes are what must match.
+    pub async fn manifest_digest(
+        &self,
+        repository: &str,
+        tag_or_digest: &str,
+    ) -> Result<Option<String>, MirrorError> {
+        let id = if tag_or_digest.starts_with("sha256:") {
+            ImageIdentifier::builder().image_digest(tag_or_digest).build()
+        } else {
+            ImageIdentifier::builder().image_tag(tag_or_digest).build()
+        };
+        let got = self
+            .client
+            .batch_get_image()
+            .repository_name(repository)
+            .image_ids(id)
+            .set_accepted_media_types(Some(MEDIA_TYPES.map(str::to_owned).to_vec()))
+            .send()
+            .await;
+        let output = match got {
+            Ok(output) => output,
+            Err(e) if e.code() == Some("RepositoryNotFoundException") => return Ok(None),
+            Err(e) => return Err(failure("BatchGetImage", repository, &e)),
+        };
+        Ok(output
+            .images()
+            .iter()
+            .find_map(|image| image.image_manifest())
+            .map(|manifest| sha256_digest(manifest.as_bytes())))
+    }
+
+    /// The blobs of `blobs` ECR does not have yet.
+    pub async fn missing(
+        &self,
+        repository: &str,
+        blobs: &[Descriptor],
+    ) -> Result<Vec<Descriptor>, MirrorError> {
+        let mut available = HashSet::new();
+        for batch in blobs.chunks(CHECK_BATCH) {
+            let output = self
+                .client
+                .batch_check_layer_availability()
+                .repository_name(repository)
+                .set_layer_digests(Some(batch.iter().map(|b| b.digest.clone()).collect()))
+                .send()
+                .await
+                .map_err(|e| failure("BatchCheckLayerAvailability", repository, &e))?;
+            available.extend(
+                output
+                    .layers()
+                    .iter()
+                    .filter(|l| l.layer_availability().is_some_and(|a| a.as_str() == "AVAILABLE"))
+                    .filter_map(|l| l.layer_digest().map(str::to_owned)),
+            );
+        }
+        Ok(blobs.iter().filter(|b| !available.contains(&b.digest)).cloned().collect())
+    }
+
+    /// Uploads a blob in consecutive parts of the size ECR asks for; only one part is held
+    /// in memory. ECR checks the digest when the upload completes.
+    pub async fn upload(
+        &self,
+        repository: &str,
+        blob: &Descriptor,
+        stream: impl Stream<Item = std::io::Result<Bytes>> + Send,
+    ) -> Result<(), MirrorError> {
+        let started = self
+            .client
+            .initiate_layer_upload()
+            .repository_name(repository)
+            .send()
+            .await
+            .map_err(|e| failure("InitiateLayerUpload", repository, &e))?;
+        let upload_id = started.upload_id().unwrap_or_default().to_owned();
+        let part_size = started
+            .part_size()
+            .and_then(|size| usize::try_from(size).ok())
+            .filter(|size| *size > 0)
+            .unwrap_or(DEFAULT_PART);
+        let mut stream = std::pin::pin!(stream);
+        let mut part = BytesMut::with_capacity(part_size);
+        let mut sent: u64 = 0;
+        loop {
+            let chunk =
+                stream.next().await.transpose().map_err(|e| MirrorError::DigestMismatch {
+                    what: format!("{repository} blob {}", blob.digest),
+                    digest: blob.digest.clone(),
+                    detail: e.to_string(),
+                })?;
+            let end = chunk.is_none();
+            if let Some(chunk) = chunk {
+                part.extend_from_slice(&chunk);
+            }
+            while part.len() >= part_size || (end && !part.is_empty()) {
+                let take = part.len().min(part_size);
+                let body = part.split_to(take).freeze();
+                self.upload_part(repository, &upload_id, sent, body).await?;
+                sent += take as u64;
+            }
+            if end {
+                break;
+            }
+        }
+        if sent != blob.size {
+            return Err(MirrorError::DigestMismatch {
+                what: format!("{repository} blob {}", blob.digest),
+                digest: blob.digest.clone(),
+                detail: format!("received {sent} bytes, the manifest says {}", blob.size),
+            });
+        }
+        let completed = self
+            .client
+            .complete_layer_upload()
+            .repository_name(repository)
+            .upload_id(upload_id)
+            .layer_digests(&blob.digest)
+            .send()
+            .await;
+        match completed {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("LayerAlreadyExistsException") => Ok(()),
+            Err(e) if e.code() == Some("InvalidLayerException") => {
+                Err(MirrorError::DigestMismatch {
+                    what: format!("{repository} blob {}", blob.digest),
+                    digest: blob.digest.clone(),
+                    detail: pillar_auth::aws_error_message(&e),
+                })
+            }
+            Err(e) => Err(failure("CompleteLayerUpload", repository, &e)),
+        }
+    }
+
+    async fn upload_part(
+        &self,
+        repository: &str,
+        upload_id: &str,
+        first: u64,
+        body: Bytes,
+    ) -> Result<(), MirrorError> {
+        let last = first + body.len() as u64 - 1;
+        let (first, last) =
+            (i64::try_from(first).unwrap_or(i64::MAX), i64::try_from(last).unwrap_or(i64::MAX));
+        self.client
+            .upload_layer_part()
+            .repository_name(repository)
+            .upload_id(upload_id)
+            .part_first_byte(first)
+            .part_last_byte(last)
+            .layer_part_blob(Blob::new(body))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| failure("UploadLayerPart", repository, &e))
+    }
+
+    /// Puts manifest bytes unchanged, under `tag` or by `digest` alone. An identical image
+    /// already there is success; an immutable tag holding another image is `ImmutableTag`.
+    pub async fn put_manifest(
+        &self,
+        repository: &str,
+        bytes: &Bytes,
+        media_type: &str,
+        digest: &str,
+        tag: Option<&str>,
+    ) -> Result<(), MirrorError> {
+        let text = std::str::from_utf8(bytes).map_err(|_| MirrorError::Manifest {
+            what: format!("{repository}@{digest}"),
+            message: "manifest is not UTF-8 text; ECR's PutImage takes text".to_owned(),
+        })?;
+        let put = self
+            .client
+            .put_image()
+            .repository_name(repository)
+            .image_manifest(text)
+            .image_manifest_media_type(media_type)
+            .image_digest(digest)
+            .set_image_tag(tag.map(str::to_owned))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ImageAlreadyExistsException") => Ok(()),
+            Err(e) if e.code() == Some("ImageTagAlreadyExistsException") => {
+                Err(MirrorError::ImmutableTag {
+                    what: format!("{repository}:{}", tag.unwrap_or_default()),
+                    tag: tag.unwrap_or_default().to_owned(),
+                })
+            }
+            Err(e) => Err(failure("PutImage", repository, &e)),
+        }
+    }
+}

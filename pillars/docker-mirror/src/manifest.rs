@@ -1,0 +1,124 @@
+//! Just enough of a manifest to know what it points at. The bytes themselves are never
+//! re-serialised: what is pushed is what was pulled, so digests never change.
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// Every manifest kind the mirror copies, for `Accept` headers and ECR's `acceptedMediaTypes`.
+pub const MEDIA_TYPES: [&str; 4] = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST];
+
+/// A content descriptor: what a manifest says about a blob or a child manifest.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    #[serde(default)]
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Raw {
+    media_type: Option<String>,
+    #[serde(default)]
+    manifests: Option<Vec<Descriptor>>,
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+}
+
+/// What a manifest references.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// An OCI index or Docker manifest list: child manifests, copied before their parent.
+    Index { media_type: String, children: Vec<Descriptor> },
+    /// An image (or artifact) manifest: its config and layers.
+    Image { media_type: String, blobs: Vec<Descriptor> },
+}
+
+impl Parsed {
+    pub fn media_type(&self) -> &str {
+        match self {
+            Self::Index { media_type, .. } | Self::Image { media_type, .. } => media_type,
+        }
+    }
+}
+
+/// Parses `bytes`; `header_type` is the `Content-Type` the registry served it with, used when
+/// the manifest does not name its own media type (OCI allows that).
+pub fn parse(bytes: &[u8], header_type: Option<&str>) -> Result<Parsed, String> {
+    let raw: Raw = serde_json::from_slice(bytes).map_err(|e| format!("not a manifest: {e}"))?;
+    let media_type = raw
+        .media_type
+        .or_else(|| header_type.map(str::to_owned))
+        .or_else(|| raw.manifests.is_some().then(|| OCI_INDEX.to_owned()))
+        .unwrap_or_else(|| OCI_MANIFEST.to_owned());
+    match (raw.manifests, raw.config) {
+        (Some(children), None) => Ok(Parsed::Index { media_type, children }),
+        (None, Some(config)) => {
+            let blobs = std::iter::once(config).chain(raw.layers).collect();
+            Ok(Parsed::Image { media_type, blobs })
+        }
+        _ if media_type == "application/vnd.docker.distribution.manifest.v1+json"
+            || media_type == "application/vnd.docker.distribution.manifest.v1+prettyjws" =>
+        {
+            Err("Docker schema 1 manifests are not supported (deprecated; re-push the image)"
+                .to_owned())
+        }
+        _ => Err(format!("`{media_type}` has neither `manifests` nor a `config`")),
+    }
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_lists_its_children_and_keeps_its_media_type() {
+        let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json",
+            "manifests":[{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":"sha256:aa","size":7,
+            "platform":{"architecture":"arm64","os":"linux"}}]}"#;
+        let Parsed::Index { media_type, children } = parse(index, None).unwrap() else {
+            panic!("an index")
+        };
+        assert_eq!(media_type, DOCKER_LIST);
+        assert_eq!(children[0].digest, "sha256:aa");
+    }
+
+    #[test]
+    fn an_image_lists_config_first_then_layers() {
+        let image = br#"{"schemaVersion":2,"config":{"mediaType":"c","digest":"sha256:c","size":1},
+            "layers":[{"mediaType":"l","digest":"sha256:l1","size":2},{"mediaType":"l","digest":"sha256:l2","size":3}]}"#;
+        let parsed = parse(image, Some(OCI_MANIFEST)).unwrap();
+        let Parsed::Image { blobs, .. } = &parsed else { panic!("an image") };
+        let digests: Vec<_> = blobs.iter().map(|b| b.digest.as_str()).collect();
+        assert_eq!(digests, ["sha256:c", "sha256:l1", "sha256:l2"]);
+        assert_eq!(parsed.media_type(), OCI_MANIFEST);
+    }
+
+    #[test]
+    fn schema_1_and_garbage_are_refused_with_a_reason() {
+        let v1 = br#"{"schemaVersion":1,"mediaType":"application/vnd.docker.distribution.manifest.v1+json","fsLayers":[]}"#;
+        assert!(parse(v1, None).unwrap_err().contains("schema 1"));
+        assert!(parse(b"<html>", None).unwrap_err().contains("not a manifest"));
+    }
+
+    #[test]
+    fn digest_is_sha256_of_the_exact_bytes() {
+        assert_eq!(
+            sha256_digest(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

@@ -1,0 +1,310 @@
+//! Mirroring many images: the configured ones (Lambda, `pillar image sync`) or a tag list
+//! (`pillar image mirror`). One image failing never stops the others.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{StreamExt, stream};
+use oci_client::secrets::RegistryAuth;
+use pillar_auth::secrets::{SecretCache, username_password};
+use pillar_config::Image;
+use pillar_telemetry::{Metrics, Unit};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+
+use crate::copy::{Copied, Copier};
+use crate::ecr::{Ecr, RepositorySettings};
+use crate::error::MirrorError;
+use crate::refs::ImageRef;
+use crate::registry::Registry;
+use crate::select::{companion_of, needs_tag_list, select};
+use crate::target::{Destination, Target};
+
+/// What happened to one source tag (or digest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Copied {
+        digest: String,
+        bytes: u64,
+    },
+    UpToDate {
+        digest: String,
+    },
+    FilteredOut,
+    Failed {
+        reason: String,
+    },
+    /// Not attempted or stopped before the deadline; the next run picks it up.
+    Left,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageReport {
+    pub source: String,
+    pub target: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+impl std::fmt::Display for ImageReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (source, target) = (&self.source, &self.target);
+        match &self.outcome {
+            Outcome::Copied { digest, bytes } => {
+                write!(f, "copied      {source} -> {target} ({digest}, {bytes} blob bytes)")
+            }
+            Outcome::UpToDate { digest } => {
+                write!(f, "up to date  {source} -> {target} ({digest})")
+            }
+            Outcome::FilteredOut => write!(f, "filtered    {source}"),
+            Outcome::Failed { reason } => write!(f, "FAILED      {source} -> {target}: {reason}"),
+            Outcome::Left => write!(f, "left        {source} (deadline reached; next run resumes)"),
+        }
+    }
+}
+
+/// Everything one run did.
+#[derive(Debug, Default, Serialize)]
+pub struct SyncReport {
+    pub images: Vec<ImageReport>,
+    pub seconds: f64,
+}
+
+impl SyncReport {
+    fn count(&self, wanted: fn(&Outcome) -> bool) -> usize {
+        self.images.iter().filter(|i| wanted(&i.outcome)).count()
+    }
+
+    pub fn failed(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Failed { .. }))
+    }
+
+    pub fn left(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Left))
+    }
+
+    pub fn copied(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Copied { .. }))
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.images
+            .iter()
+            .map(|i| match i.outcome {
+                Outcome::Copied { bytes, .. } => bytes,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// EMF metrics. `MirrorLagSeconds` is how long this run took to bring the copied images
+    /// over (0 when nothing needed copying): a change waits at most the schedule period plus it.
+    pub fn metrics(&self) -> Metrics {
+        let lag = if self.copied() > 0 { self.seconds } else { 0.0 };
+        Metrics::new("Pillars/DockerMirror")
+            .value("ImagesCopied", self.copied() as f64, Unit::Count)
+            .value("BytesCopied", self.bytes() as f64, Unit::Bytes)
+            .value("ImagesFailed", self.failed() as f64, Unit::Count)
+            .value("ImagesLeft", self.left() as f64, Unit::Count)
+            .value("MirrorLagSeconds", lag, Unit::Seconds)
+    }
+}
+
+/// A tag (or digest) to copy from a source repository into a destination.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub source: ImageRef,
+    pub selector: String,
+    /// The tag in the target; `None` copies by digest only.
+    pub target_tag: Option<String>,
+}
+
+/// The mirror: clients built once, shared by every image of a run.
+#[derive(Debug)]
+pub struct Mirror {
+    pub copier: Copier,
+    /// Images copied at the same time.
+    pub image_concurrency: usize,
+    /// Plain HTTP allowed to registries off loopback.
+    pub insecure: bool,
+    ecr: Option<Arc<Ecr>>,
+    secrets: Option<Arc<SecretCache>>,
+}
+
+/// How long before the deadline no new image is started.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(20);
+
+impl Mirror {
+    pub fn new(ecr: Option<Arc<Ecr>>, secrets: Option<Arc<SecretCache>>) -> Self {
+        Self { copier: Copier::default(), image_concurrency: 2, insecure: false, ecr, secrets }
+    }
+
+    /// ECR and Secrets Manager clients from the AWS configuration.
+    pub fn from_aws(aws: &aws_config::SdkConfig, secret_ttl: Duration) -> Self {
+        let ecr = Ecr::new(aws_sdk_ecr::Client::new(aws));
+        let secrets = SecretCache::new(aws_sdk_secretsmanager::Client::new(aws), secret_ttl);
+        Self::new(Some(Arc::new(ecr)), Some(Arc::new(secrets)))
+    }
+
+    /// The ECR target, or an error saying it was not configured.
+    pub fn ecr(
+        &self,
+        repository: &str,
+        settings: RepositorySettings,
+    ) -> Result<Destination, MirrorError> {
+        let ecr = self.ecr.clone().ok_or_else(|| MirrorError::Ecr {
+            operation: "setup",
+            repository: repository.to_owned(),
+            message: "no ECR client was configured".to_owned(),
+            retryable: false,
+        })?;
+        Ok(Destination { target: Target::Ecr(ecr), repository: repository.to_owned(), settings })
+    }
+
+    /// A registry client for `host` with `auth`.
+    pub fn registry(&self, host: &str, auth: RegistryAuth) -> Arc<Registry> {
+        Arc::new(Registry::new(host, auth, self.insecure))
+    }
+
+    async fn source_auth(&self, image: &Image) -> Result<RegistryAuth, MirrorError> {
+        let Some(secret) = &image.credentials_secret else { return Ok(RegistryAuth::Anonymous) };
+        let failure =
+            |message: String| MirrorError::Credentials { secret: secret.clone(), message };
+        let secrets =
+            self.secrets.as_ref().ok_or_else(|| failure("no Secrets Manager client".into()))?;
+        let value = secrets.get(secret).await.map_err(|e| failure(e.to_string()))?;
+        let (username, password) = username_password(&value)
+            .ok_or_else(|| failure("must hold `username:password`".into()))?;
+        Ok(RegistryAuth::Basic(username, password.expose_secret().to_owned()))
+    }
+
+    /// Every configured image, until `deadline` (None: no deadline).
+    pub async fn sync(&self, images: &[Image], deadline: Option<Instant>) -> SyncReport {
+        let started = Instant::now();
+        let mut report = SyncReport::default();
+        for image in images {
+            report.images.extend(self.sync_image(image, deadline).await);
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        report
+    }
+
+    async fn sync_image(&self, image: &Image, deadline: Option<Instant>) -> Vec<ImageReport> {
+        let settings = RepositorySettings {
+            scan_on_push: image.scan_on_push,
+            immutable_tags: image.immutable_tags,
+        };
+        let prepared = async {
+            let source = ImageRef::parse(&image.source)?;
+            let to = self.ecr(&image.ecr_repository, settings)?;
+            let registry = self.registry(source.host(), self.source_auth(image).await?);
+            Ok::<_, MirrorError>((source, to, registry))
+        };
+        let (source, to, registry) = match prepared.await {
+            Ok(parts) => parts,
+            Err(error) => {
+                return vec![ImageReport {
+                    source: image.source.clone(),
+                    target: format!("ecr:{}", image.ecr_repository),
+                    outcome: Outcome::Failed { reason: error.to_string() },
+                }];
+            }
+        };
+        let available = match self.copier.retry.run(|| registry.tags(&source.repository)).await {
+            Ok(tags) => tags,
+            Err(error) if !needs_tag_list(image) => {
+                tracing::warn!(source = image.source, %error, "tags not listed; explicit tags only");
+                Vec::new()
+            }
+            Err(error) => {
+                return vec![ImageReport {
+                    source: image.source.clone(),
+                    target: to.to_string(),
+                    outcome: Outcome::Failed { reason: format!("listing tags: {error}") },
+                }];
+            }
+        };
+        let selection = select(image, &available);
+        let jobs = selection.tags.iter().map(|tag| Job {
+            source: source.clone(),
+            selector: tag.clone(),
+            target_tag: Some(tag.clone()),
+        });
+        let mut reports = self.mirror(&registry, jobs.collect(), &to, deadline).await;
+        let companions = companions(&available, &reports);
+        let jobs = companions.into_iter().map(|tag| Job {
+            source: source.clone(),
+            selector: tag.clone(),
+            target_tag: Some(tag),
+        });
+        reports.extend(self.mirror(&registry, jobs.collect(), &to, deadline).await);
+        reports.extend(selection.filtered_out.into_iter().map(|tag| ImageReport {
+            source: format!("{source}:{tag}"),
+            target: to.to_string(),
+            outcome: Outcome::FilteredOut,
+        }));
+        reports
+    }
+
+    /// Copies `jobs` from `source` into `to`, a bounded number at a time, each until the
+    /// deadline: what a deadline cuts short is reported `Left` and has nothing tagged.
+    pub async fn mirror(
+        &self,
+        source: &Registry,
+        jobs: Vec<Job>,
+        to: &Destination,
+        deadline: Option<Instant>,
+    ) -> Vec<ImageReport> {
+        stream::iter(jobs)
+            .map(|job| async move {
+                let reference = job.source.at(&job.selector);
+                let target = match &job.target_tag {
+                    Some(tag) => format!("{to}:{tag}"),
+                    None => format!("{to}@{}", job.selector),
+                };
+                let source_name = format!("{}/{}", reference.registry(), reference.repository());
+                let source_name = match job.selector.starts_with("sha256:") {
+                    true => format!("{source_name}@{}", job.selector),
+                    false => format!("{source_name}:{}", job.selector),
+                };
+                let copy = self.copier.copy(source, &reference, to, job.target_tag.as_deref());
+                let outcome = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
+                    Some(left) if left <= DEADLINE_MARGIN => Outcome::Left,
+                    Some(left) => match tokio::time::timeout(left - DEADLINE_MARGIN, copy).await {
+                        Ok(result) => outcome(result),
+                        Err(_) => Outcome::Left,
+                    },
+                    None => outcome(copy.await),
+                };
+                ImageReport { source: source_name, target, outcome }
+            })
+            .buffered(self.image_concurrency.max(1))
+            .collect()
+            .await
+    }
+}
+
+fn outcome(result: Result<Copied, MirrorError>) -> Outcome {
+    match result {
+        Ok(Copied::Copied { digest, bytes }) => Outcome::Copied { digest, bytes },
+        Ok(Copied::UpToDate { digest }) => Outcome::UpToDate { digest },
+        Err(error) => Outcome::Failed { reason: error.to_string() },
+    }
+}
+
+/// The companion tags in `available` (signatures, attestations, SBOMs) of images in `reports`.
+fn companions(available: &[String], reports: &[ImageReport]) -> Vec<String> {
+    let digests: Vec<&str> = reports
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            Outcome::Copied { digest, .. } | Outcome::UpToDate { digest } => Some(digest.as_str()),
+            _ => None,
+        })
+        .collect();
+    available
+        .iter()
+        .filter(|tag| companion_of(tag).is_some_and(|d| digests.contains(&d.as_str())))
+        .cloned()
+        .collect()
+}
