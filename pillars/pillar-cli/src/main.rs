@@ -3,6 +3,7 @@
 
 mod config;
 mod git_credential;
+mod image;
 mod scp;
 mod webhook;
 
@@ -31,6 +32,9 @@ enum Command {
     /// git config --global credential.helper '!pillar git-credential'
     /// git config --global credential.useHttpPath true
     GitCredential(git_credential::Args),
+    /// Docker mirror: copy images, every platform and digest-exact, into ECR or a registry.
+    #[command(subcommand)]
+    Image(image::Command),
     /// Source Control Pillar: mirror git repositories into CodeCommit.
     #[command(subcommand)]
     Scp(scp::Command),
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Config(command) => config::run(command),
         Command::GitCredential(args) => git_credential::run(args),
+        Command::Image(command) => image::run(command),
         Command::Scp(command) => scp::run(command),
         Command::Webhook(command) => webhook::run(command),
     };

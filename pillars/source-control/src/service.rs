@@ -10,7 +10,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use pillar_auth::secrets::{SecretCache, SecretError};
 use pillar_config::{Manifest, Repository};
 use pillar_telemetry::{Metrics, Unit};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use crate::codecommit::{CodeCommit, CodeCommitError};
 use crate::mirror::{MirrorError, MirrorJob, MirrorReport, compare, mirror};
