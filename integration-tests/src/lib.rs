@@ -4,5 +4,5 @@
 
 pub mod codecommit_git;
 pub mod git_source;
-pub mod oci_layout;
 mod http_backend;
+pub mod oci_layout;

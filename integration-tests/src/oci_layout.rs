@@ -1,4 +1,5 @@
-//! Writes OCI image layouts (the directory format `skopeo copy oci:DIR:TAG` reads), so tests,
+//! Writes OCI image layouts (the directory format `skopeo copy oci:DIR:TAG` reads; with
+//! `--format v2s2` skopeo turns them into Docker manifests and lists), so tests,
 //! the demo and the benchmark build their images without a Docker engine or the internet.
 //! Layers are pseudo-random bytes written and hashed in 1 MiB pieces: size costs no memory.
 
@@ -9,47 +10,14 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-/// The manifest formats an image can be written in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Oci,
-    Docker,
-}
-
-impl Format {
-    fn index(self) -> &'static str {
-        match self {
-            Self::Oci => "application/vnd.oci.image.index.v1+json",
-            Self::Docker => "application/vnd.docker.distribution.manifest.list.v2+json",
-        }
-    }
-
-    fn manifest(self) -> &'static str {
-        match self {
-            Self::Oci => "application/vnd.oci.image.manifest.v1+json",
-            Self::Docker => "application/vnd.docker.distribution.manifest.v2+json",
-        }
-    }
-
-    fn config(self) -> &'static str {
-        match self {
-            Self::Oci => "application/vnd.oci.image.config.v1+json",
-            Self::Docker => "application/vnd.docker.container.image.v1+json",
-        }
-    }
-
-    fn layer(self) -> &'static str {
-        match self {
-            Self::Oci => "application/vnd.oci.image.layer.v1.tar",
-            Self::Docker => "application/vnd.docker.image.rootfs.diff.tar",
-        }
-    }
-}
+const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// What to build.
 #[derive(Debug, Clone)]
 pub struct Spec {
-    pub format: Format,
     /// `os/arch` pairs; more than one (or `attestation`) makes an index.
     pub platforms: Vec<String>,
     /// Layer sizes in bytes, the same for every platform (contents differ).
@@ -126,22 +94,22 @@ pub fn write(dir: &Path, tag: &str, spec: &Spec) -> std::io::Result<Layout> {
     fs::create_dir_all(dir.join("blobs/sha256"))?;
     fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     let writer = Writer { dir: dir.to_owned() };
-    let format = spec.format;
     let mut children = Vec::new();
     for (p, platform) in spec.platforms.iter().enumerate() {
         let (os, arch) = platform.split_once('/').unwrap_or(("linux", platform));
         let mut layers = Vec::new();
         for (l, size) in spec.layers.iter().enumerate() {
             let state = spec.seed ^ ((p as u64 + 1) << 40) ^ ((l as u64 + 1) << 20);
-            layers.push(writer.random(format.layer(), *size, state)?);
+            layers.push(writer.random(LAYER, *size, state)?);
         }
         let config = json!({
             "architecture": arch, "os": os, "config": {"Env": [format!("SEED={}", spec.seed)]},
             "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l["digest"].clone()).collect::<Vec<_>>()},
         });
-        let config = writer.json(format.config(), &config)?;
-        let manifest = json!({"schemaVersion": 2, "mediaType": format.manifest(), "config": config, "layers": layers});
-        let mut descriptor = writer.json(format.manifest(), &manifest)?;
+        let config = writer.json(CONFIG, &config)?;
+        let manifest =
+            json!({"schemaVersion": 2, "mediaType": MANIFEST, "config": config, "layers": layers});
+        let mut descriptor = writer.json(MANIFEST, &manifest)?;
         descriptor["platform"] = json!({"architecture": arch, "os": os});
         children.push(descriptor);
     }
@@ -149,9 +117,10 @@ pub fn write(dir: &Path, tag: &str, spec: &Spec) -> std::io::Result<Layout> {
         let statement = json!({"_type": "https://in-toto.io/Statement/v0.1", "predicateType": "https://spdx.dev/Document", "seed": spec.seed});
         let mut layer = writer.json("application/vnd.in-toto+json", &statement)?;
         layer["annotations"] = json!({"in-toto.io/predicate-type": "https://spdx.dev/Document"});
-        let config = writer.json("application/vnd.oci.image.config.v1+json", &json!({}))?;
-        let manifest = json!({"schemaVersion": 2, "mediaType": Format::Oci.manifest(), "config": config, "layers": [layer]});
-        let mut descriptor = writer.json(Format::Oci.manifest(), &manifest)?;
+        let config = writer.json(CONFIG, &json!({}))?;
+        let manifest =
+            json!({"schemaVersion": 2, "mediaType": MANIFEST, "config": config, "layers": [layer]});
+        let mut descriptor = writer.json(MANIFEST, &manifest)?;
         descriptor["platform"] = json!({"architecture": "unknown", "os": "unknown"});
         descriptor["annotations"] = json!({
             "vnd.docker.reference.type": "attestation-manifest",
@@ -162,8 +131,8 @@ pub fn write(dir: &Path, tag: &str, spec: &Spec) -> std::io::Result<Layout> {
     let mut top = if children.len() == 1 {
         children.remove(0)
     } else {
-        let index = json!({"schemaVersion": 2, "mediaType": format.index(), "manifests": children});
-        writer.json(format.index(), &index)?
+        let index = json!({"schemaVersion": 2, "mediaType": INDEX, "manifests": children});
+        writer.json(INDEX, &index)?
     };
     let digest = top["digest"].as_str().unwrap_or_default().to_owned();
     if let Some(object) = top.as_object_mut() {

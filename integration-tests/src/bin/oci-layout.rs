@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use integration_tests::oci_layout::{Format, Spec, write};
+use integration_tests::oci_layout::{Spec, write};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -24,9 +24,6 @@ struct Args {
     /// Add an attestation manifest.
     #[arg(long)]
     attestation: bool,
-    /// Docker schema 2 manifests instead of OCI.
-    #[arg(long)]
-    docker: bool,
     #[arg(long, default_value_t = 1)]
     seed: u64,
 }
@@ -34,7 +31,6 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let spec = Spec {
-        format: if args.docker { Format::Docker } else { Format::Oci },
         platforms: args.platforms.split(',').map(str::to_owned).collect(),
         layers: vec![args.layer_mib << 20; args.layers],
         attestation: args.attestation,

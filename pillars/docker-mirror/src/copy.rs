@@ -177,7 +177,13 @@ impl Copier {
             .run(|| async {
                 let stream = source.blob(image, blob).await?;
                 to.upload(blob, stream).await.map_err(|error| match error {
-                    // The source stream ends in an error when its bytes miss their digest.
+                    // The source stream ends in an error when its bytes miss their digest,
+                    // or the target finds the digest wrong: either way, name the source blob.
+                    MirrorError::DigestMismatch { detail, .. } => MirrorError::DigestMismatch {
+                        what: image.whole(),
+                        digest: blob.digest.clone(),
+                        detail,
+                    },
                     MirrorError::Unreachable { error: detail, .. }
                     | MirrorError::Registry { message: detail, .. }
                         if detail.contains("digest") =>

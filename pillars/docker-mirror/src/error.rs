@@ -69,6 +69,13 @@ impl MirrorError {
                     )
                 }) {
                     Self::NotFound { what }
+                } else if codes.iter().any(|c| matches!(c, OciErrorCode::DigestInvalid)) {
+                    // The target recomputed the digest of what it received.
+                    Self::DigestMismatch {
+                        what,
+                        digest: String::new(),
+                        detail: envelope.to_string(),
+                    }
                 } else if codes
                     .iter()
                     .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
@@ -85,6 +92,11 @@ impl MirrorError {
             OciDistributionError::ServerError { code: 404, .. } => Self::NotFound { what },
             OciDistributionError::ServerError { code: 401 | 403, .. } => {
                 Self::Unauthorized { what, registry }
+            }
+            OciDistributionError::ServerError { code: 400, message, .. }
+                if message.contains("DIGEST_INVALID") =>
+            {
+                Self::DigestMismatch { what, digest: String::new(), detail: message }
             }
             OciDistributionError::ServerError { code, message, .. } => {
                 Self::Status { what, status: code, message, retry_after: None }

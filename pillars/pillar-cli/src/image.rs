@@ -77,8 +77,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 let (mut mirror, source, registry, to, target_tag) = open(&ends).await?;
                 mirror.image_concurrency = images;
                 mirror.copier.blob_concurrency = blobs.max(1);
-                let jobs = jobs(&source, &registry, &mirror, all_tags, tags.as_ref(), target_tag)
-                    .await?;
+                let jobs =
+                    jobs(&source, &registry, &mirror, all_tags, tags.as_ref(), target_tag).await?;
                 let started = std::time::Instant::now();
                 let images = mirror.mirror(&registry, jobs, &to, None).await;
                 let report = SyncReport { images, seconds: started.elapsed().as_secs_f64() };
@@ -160,7 +160,9 @@ async fn jobs(
     if !all_tags && pattern.is_none() {
         let selector = source
             .selector()
-            .context("--source names no tag or digest: add :tag or @digest, or use --all-tags / --tags")?
+            .context(
+                "--source names no tag or digest: add :tag or @digest, or use --all-tags / --tags",
+            )?
             .to_owned();
         let target_tag = target_tag.or_else(|| source.tag.clone());
         return Ok(vec![Job { source: source.clone(), selector, target_tag }]);

@@ -1,0 +1,345 @@
+//! Docker mirror against two `docker-registry` instances and the ECR API on moto, images
+//! pushed and read back with skopeo.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use integration_tests::oci_layout::{self, Spec};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::support::{env, ok, pillar, python, run, stderr, unique};
+
+const MIB: u64 = 1 << 20;
+
+/// Docker schema 2 manifests and lists (skopeo converts the OCI layout), else OCI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Oci,
+    Docker,
+}
+
+fn spec(platforms: &[&str], layers: &[u64], attestation: bool) -> Spec {
+    static SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let seed = SEED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ^ u64::from(std::process::id()) << 32;
+    Spec {
+        platforms: platforms.iter().map(|p| (*p).to_owned()).collect(),
+        layers: layers.to_vec(),
+        attestation,
+        seed,
+    }
+}
+
+/// Writes `spec` as a layout and pushes it with skopeo to the source registry as
+/// `repository:tag`; returns the digest the tag has there.
+fn push_as(format: Format, spec: &Spec, repository: &str, tag: &str) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let layout = oci_layout::write(dir.path(), tag, spec).expect("write layout");
+    let destination = format!("docker://{}/{repository}:{tag}", env("PILLAR_SOURCE_REGISTRY"));
+    let conversion: &[&str] = match format {
+        Format::Oci => &["--preserve-digests"],
+        Format::Docker => &["--format", "v2s2"],
+    };
+    ok(Command::new("skopeo").args(["copy", "--quiet", "--all"]).args(conversion).args([
+        "--dest-tls-verify=false",
+        &layout.skopeo_name(),
+        &destination,
+    ]));
+    format!("sha256:{}", hex::encode(Sha256::digest(raw(&source(repository, tag)))))
+}
+
+fn push(spec: &Spec, repository: &str, tag: &str) -> String {
+    push_as(Format::Oci, spec, repository, tag)
+}
+
+/// The manifest bytes skopeo reads for `reference` (`host/repo:tag`).
+fn raw(reference: &str) -> Vec<u8> {
+    let output = run(Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reference}")));
+    assert!(output.status.success(), "skopeo inspect {reference}: {}", stderr(&output));
+    output.stdout
+}
+
+fn exists(reference: &str) -> bool {
+    run(Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reference}")))
+    .status
+    .success()
+}
+
+fn mirror(source: &str, target: &str, extra: &[&str]) -> Output {
+    run(pillar().args(["image", "mirror", "--source", source, "--target", target]).args(extra))
+}
+
+fn mirror_json(source: &str, target: &str) -> Value {
+    let output = mirror(source, target, &["--json"]);
+    assert!(output.status.success(), "mirror failed: {}{}", stdout(&output), stderr(&output));
+    serde_json::from_slice(&output.stdout).expect("json report")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Blob bytes the source registry served to the mirror for `repository`, from its access log.
+fn blob_bytes_served(repository: &str) -> u64 {
+    let log = PathBuf::from(env("PILLAR_RUN_DIR")).join("source-registry.log");
+    let log = std::fs::read_to_string(log).expect("source registry log");
+    let request = format!("\"GET /v2/{repository}/blobs/");
+    log.lines()
+        .filter(|line| line.contains(&request) && line.contains("pillars-docker-mirror"))
+        .filter_map(|line| line.split('"').nth(2)?.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+fn source(repository: &str, tag: &str) -> String {
+    format!("{}/{repository}:{tag}", env("PILLAR_SOURCE_REGISTRY"))
+}
+
+fn target(repository: &str, tag: &str) -> String {
+    format!("{}/{repository}:{tag}", env("PILLAR_TARGET_REGISTRY"))
+}
+
+#[test]
+fn single_arch_multi_arch_and_docker_lists_are_copied_byte_for_byte_and_pull_back() {
+    let cases = [
+        ("single", Format::Oci, spec(&["linux/amd64"], &[MIB, 2 * MIB], false)),
+        ("multi", Format::Oci, spec(&["linux/amd64", "linux/arm64"], &[MIB, MIB], true)),
+        ("dockerlist", Format::Docker, spec(&["linux/amd64", "linux/arm/v7"], &[MIB], false)),
+    ];
+    for (kind, format, spec) in cases {
+        let repository = unique(&format!("dm/{kind}"));
+        let digest = push_as(format, &spec, &repository, "1.0");
+        let report = mirror_json(&source(&repository, "1.0"), &target(&repository, "1.0"));
+        assert_eq!(report["images"][0]["outcome"], "copied", "{kind}: {report}");
+        assert_eq!(report["images"][0]["digest"], digest.as_str());
+
+        let pulled = raw(&source(&repository, "1.0"));
+        assert_eq!(raw(&target(&repository, "1.0")), pulled, "{kind}: manifest bytes differ");
+        // skopeo pulls every platform back from the target, checking every blob's digest
+        // (into `dir:`, which keeps Docker lists as they are).
+        let back = tempfile::tempdir().expect("temp dir");
+        ok(Command::new("skopeo").args(["copy", "--quiet", "--all", "--preserve-digests"]).args([
+            "--src-tls-verify=false",
+            &format!("docker://{}", target(&repository, "1.0")),
+            &format!("dir:{}", back.path().display()),
+        ]));
+        let children = serde_json::from_slice::<Value>(&pulled).expect("json")["manifests"]
+            .as_array()
+            .map_or(0, Vec::len);
+        let expected = match spec.platforms.len() + usize::from(spec.attestation) {
+            1 => 0, // a single image, no index
+            n => n,
+        };
+        assert_eq!(children, expected, "{kind}");
+
+        // A second run reads no blob and writes nothing.
+        let served = blob_bytes_served(&repository);
+        assert!(served > 0, "{kind}: the first run read blobs from the source");
+        let again = mirror_json(&source(&repository, "1.0"), &target(&repository, "1.0"));
+        assert_eq!(again["images"][0]["outcome"], "up_to_date", "{kind}: {again}");
+        assert_eq!(blob_bytes_served(&repository), served, "{kind}: second run moved blob bytes");
+    }
+}
+
+#[test]
+fn a_300_mib_layer_is_streamed_and_verified() {
+    let repository = unique("dm/big");
+    let digest = push(&spec(&["linux/amd64"], &[300 * MIB], false), &repository, "big");
+    let report = mirror_json(&source(&repository, "big"), &target(&repository, "big"));
+    assert_eq!(report["images"][0]["digest"], digest.as_str());
+    assert!(report["images"][0]["bytes"].as_u64().unwrap() > 300 * MIB, "{report}");
+    assert_eq!(raw(&target(&repository, "big")), raw(&source(&repository, "big")));
+    let verify = run(pillar()
+        .args(["image", "verify", "--source"])
+        .arg(source(&repository, "big"))
+        .arg("--target")
+        .arg(target(&repository, "big")));
+    assert!(verify.status.success(), "{}", stdout(&verify));
+}
+
+/// Asks moto's ECR, through boto3, what it holds: layer availability of every blob the source
+/// manifests name, and the manifest bytes of the tag and of each child.
+const ECR_CHECK: &str = r#"
+import boto3, json, sys
+repository, tag, top = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+ecr = boto3.client("ecr")
+types = ["application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+         "application/vnd.docker.distribution.manifest.list.v2+json",
+         "application/vnd.docker.distribution.manifest.v2+json"]
+def get(image_id):
+    images = ecr.batch_get_image(repositoryName=repository, imageIds=[image_id],
+                                 acceptedMediaTypes=types)["images"]
+    return images[0]["imageManifest"].encode() if images else None
+assert get({"imageTag": tag}) == top, "tag manifest differs"
+blobs, children = [], json.loads(top).get("manifests", [])
+for child in children:
+    assert get({"imageDigest": child["digest"]}) is not None, "child missing"
+    manifest = json.loads(get({"imageDigest": child["digest"]}))
+    blobs += [manifest["config"]["digest"]] + [l["digest"] for l in manifest["layers"]]
+if "config" in json.loads(top):
+    manifest = json.loads(top)
+    blobs += [manifest["config"]["digest"]] + [l["digest"] for l in manifest["layers"]]
+check = ecr.batch_check_layer_availability(repositoryName=repository, layerDigests=blobs)
+assert not check["failures"], check["failures"]
+print(len(children), len(check["layers"]))
+"#;
+
+#[test]
+fn registry_to_ecr_puts_identical_manifests_and_available_layers() {
+    let repository = unique("dm/ecr");
+    push(&spec(&["linux/amd64", "linux/arm64"], &[MIB, 6 * MIB], true), &repository, "2.0");
+    let report = mirror_json(&source(&repository, "2.0"), &format!("ecr:{repository}"));
+    assert_eq!(report["images"][0]["outcome"], "copied", "{report}");
+    let top = String::from_utf8(raw(&source(&repository, "2.0"))).expect("utf-8 manifest");
+    // Two platforms and the attestation; 2 × (config + 2 layers) + attestation (config + 1).
+    assert_eq!(python(ECR_CHECK, &[&repository, "2.0", &top]).trim(), "3 8");
+
+    let again = mirror_json(&source(&repository, "2.0"), &format!("ecr:{repository}"));
+    assert_eq!(again["images"][0]["outcome"], "up_to_date", "{again}");
+}
+
+#[test]
+fn missing_images_unreachable_registries_and_bad_references_fail_clearly() {
+    let repository = unique("dm/bad");
+    push(&spec(&["linux/amd64"], &[MIB], false), &repository, "1");
+    let cases = [
+        (source(&repository, "nope"), "not found"),
+        (source(&unique("dm/absent"), "1"), "not found"),
+        ("127.0.0.1:9/app:1".to_owned(), "unreachable"),
+        ("127.0.0.1:5000/App:1".to_owned(), "is not a valid image reference"),
+    ];
+    for (from, expected) in cases {
+        let output = mirror(&from, &target(&repository, "x"), &[]);
+        let text = format!("{}{}", stdout(&output), stderr(&output));
+        assert_eq!(output.status.code(), Some(1), "{from}: {text}");
+        assert!(text.contains(expected), "{from}: expected `{expected}` in: {text}");
+    }
+    assert!(!exists(&target(&repository, "x")), "nothing was tagged");
+}
+
+#[test]
+fn refused_credentials_are_reported_as_such() {
+    // A registry that wants Basic credentials and refuses every pair.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut buffer = [0u8; 4096];
+            let _ = stream.read(&mut buffer);
+            let _ = stream.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"test\"\r\n\
+                  Content-Type: application/json\r\nContent-Length: 72\r\nConnection: close\r\n\r\n\
+                  {\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\"}]}",
+            );
+        }
+    });
+    let output = run(pillar()
+        .args(["image", "mirror", "--source", &format!("{address}/app:1")])
+        .args(["--target", &target("dm/never", "1")])
+        .env("PILLAR_SOURCE_USERNAME", "someone")
+        .env("PILLAR_SOURCE_PASSWORD", "wrong"));
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}{}", stderr(&output));
+    assert!(text.contains("credentials refused"), "{text}");
+}
+
+/// Overwrites the stored bytes of `digest` in the source registry, keeping their length.
+fn corrupt_source_blob(digest: &str) {
+    let hex = digest.trim_start_matches("sha256:");
+    let path = PathBuf::from(env("PILLAR_RUN_DIR"))
+        .join("source-registry-data/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let mut bytes = std::fs::read(&path).expect("stored blob");
+    bytes[0] ^= 0xff;
+    std::fs::write(&path, bytes).expect("corrupt blob");
+}
+
+#[test]
+fn a_corrupted_blob_fails_the_image_and_tags_nothing() {
+    let repository = unique("dm/corrupt");
+    push(&spec(&["linux/amd64"], &[2 * MIB], false), &repository, "1");
+    let manifest: Value = serde_json::from_slice(&raw(&source(&repository, "1"))).expect("json");
+    corrupt_source_blob(manifest["layers"][0]["digest"].as_str().expect("layer digest"));
+
+    for to in [target(&repository, "1"), format!("ecr:{repository}:1")] {
+        let output = mirror(&source(&repository, "1"), &to, &[]);
+        let text = stdout(&output);
+        assert_eq!(output.status.code(), Some(1), "{to}: {text}{}", stderr(&output));
+        assert!(text.contains("does not match digest"), "{to}: {text}");
+    }
+    assert!(!exists(&target(&repository, "1")), "the registry target got no tag");
+    let ecr_tags = python(
+        "import boto3,sys; print(len(boto3.client('ecr').list_images(repositoryName=sys.argv[1])['imageIds']))",
+        &[&repository],
+    );
+    assert_eq!(ecr_tags.trim(), "0", "ECR got no image");
+}
+
+#[test]
+fn sync_selects_tags_follows_signatures_and_reports_an_immutable_tag_per_tag() {
+    let repository = unique("dm/sync");
+    let image = |tag: &str| push(&spec(&["linux/amd64"], &[MIB], false), &repository, tag);
+    let signed = image("1.1");
+    image("1.0");
+    image("2.0-rc1");
+    image("edge");
+    let signature = format!("{}.sig", signed.replace(':', "-"));
+    image(&signature);
+    let config = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(
+        config.path(),
+        format!(
+            r#"[[image]]
+source = "{}/{repository}"
+ecr_repository = "{repository}"
+include = ['^\d+\.\d+']
+exclude = ['-rc']
+keep_newest = 1
+immutable_tags = true
+"#,
+            env("PILLAR_SOURCE_REGISTRY")
+        ),
+    )
+    .expect("write config");
+    let sync = || run(pillar().args(["image", "sync", "--json", "--config"]).arg(config.path()));
+    let output = sync();
+    assert!(output.status.success(), "{}{}", stdout(&output), stderr(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).expect("json");
+    let outcome = |tag: &str| {
+        report["images"]
+            .as_array()
+            .expect("images")
+            .iter()
+            .find(|i| i["source"].as_str().is_some_and(|s| s.ends_with(&format!(":{tag}"))))
+            .map(|i| i["outcome"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(outcome("1.1").as_deref(), Some("copied"), "{report}");
+    assert_eq!(outcome(&signature).as_deref(), Some("copied"), "the signature follows its image");
+    for tag in ["1.0", "2.0-rc1", "edge"] {
+        assert_eq!(outcome(tag).as_deref(), Some("filtered_out"), "{tag}: {report}");
+    }
+
+    // 1.1 is rebuilt in the source; the ECR repository was created with immutable tags.
+    image("1.1");
+    let output = sync();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("json");
+    let failed: Vec<_> = report["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .filter(|i| i["outcome"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "only the changed tag fails: {text}");
+    assert!(failed[0]["source"].as_str().unwrap_or_default().ends_with(":1.1"), "{text}");
+    assert!(failed[0]["reason"].as_str().unwrap_or_default().contains("is immutable"), "{text}");
+}
