@@ -221,23 +221,45 @@ fn missing_images_unreachable_registries_and_bad_references_fail_clearly() {
     assert!(!exists(&target(&repository, "x")), "nothing was tagged");
 }
 
-#[test]
-fn refused_credentials_are_reported_as_such() {
-    // A registry that wants Basic credentials and refuses every pair.
+/// A registry's answer: status line, extra header lines (each ending in CRLF), JSON body.
+type Answer = (&'static str, &'static str, &'static str);
+
+/// A registry on a real socket answering request `n` (from 0) with `answer(n)`; returns its
+/// address and the number of requests it has seen.
+fn scripted_registry(
+    answer: fn(usize) -> Answer,
+) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = listener.local_addr().expect("address");
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&seen);
     std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        for stream in listener.incoming().flatten() {
-            let mut stream = stream;
-            let mut buffer = [0u8; 4096];
+        for mut stream in listener.incoming().flatten() {
+            let mut buffer = [0u8; 8192];
             let _ = stream.read(&mut buffer);
-            let _ = stream.write_all(
-                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"test\"\r\n\
-                  Content-Type: application/json\r\nContent-Length: 72\r\nConnection: close\r\n\r\n\
-                  {\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\"}]}",
+            let (status, headers, body) = answer(counter.fetch_add(1, Ordering::SeqCst));
+            let response = format!(
+                "HTTP/1.1 {status}\r\n{headers}Content-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
             );
+            let _ = stream.write_all(response.as_bytes());
         }
+    });
+    (address, seen)
+}
+
+#[test]
+fn refused_credentials_are_reported_as_such() {
+    let (address, _) = scripted_registry(|_| {
+        (
+            "401 Unauthorized",
+            "WWW-Authenticate: Basic realm=\"test\"\r\n",
+            r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+        )
     });
     let output = run(pillar()
         .args(["image", "mirror", "--source", &format!("{address}/app:1")])
@@ -247,6 +269,36 @@ fn refused_credentials_are_reported_as_such() {
     let text = stdout(&output);
     assert_eq!(output.status.code(), Some(1), "{text}{}", stderr(&output));
     assert!(text.contains("credentials refused"), "{text}");
+}
+
+#[test]
+fn too_many_requests_is_retried_with_backoff() {
+    let (address, seen) = scripted_registry(|n| match n {
+        0..=2 => (
+            "429 Too Many Requests",
+            "",
+            r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#,
+        ),
+        _ => {
+            ("404 Not Found", "", r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}"#)
+        }
+    });
+    let output = mirror(&format!("{address}/app:1"), &target("dm/never", "1"), &[]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}{}", stderr(&output));
+    assert!(text.contains("not found"), "retried past the 429s to the real answer: {text}");
+    assert!(seen.load(std::sync::atomic::Ordering::SeqCst) >= 4, "{text}");
+}
+
+/// How many images (tagged or not) ECR on moto holds in `repository`, per boto3.
+fn ecr_images(repository: &str) -> usize {
+    let script = "import boto3, sys
+ecr = boto3.client('ecr')
+try:
+    print(len(ecr.list_images(repositoryName=sys.argv[1])['imageIds']))
+except ecr.exceptions.RepositoryNotFoundException:
+    print(0)";
+    python(script, &[repository]).trim().parse().expect("a count")
 }
 
 /// Overwrites the stored bytes of `digest` in the source registry, keeping their length.
@@ -276,11 +328,7 @@ fn a_corrupted_blob_fails_the_image_and_tags_nothing() {
         assert!(text.contains("does not match digest"), "{to}: {text}");
     }
     assert!(!exists(&target(&repository, "1")), "the registry target got no tag");
-    let ecr_tags = python(
-        "import boto3,sys; print(len(boto3.client('ecr').list_images(repositoryName=sys.argv[1])['imageIds']))",
-        &[&repository],
-    );
-    assert_eq!(ecr_tags.trim(), "0", "ECR got no image");
+    assert_eq!(ecr_images(&repository), 0, "ECR got no image");
 }
 
 #[test]
@@ -342,4 +390,42 @@ immutable_tags = true
     assert_eq!(failed.len(), 1, "only the changed tag fails: {text}");
     assert!(failed[0]["source"].as_str().unwrap_or_default().ends_with(":1.1"), "{text}");
     assert!(failed[0]["reason"].as_str().unwrap_or_default().contains("is immutable"), "{text}");
+}
+
+#[test]
+fn a_run_near_its_deadline_leaves_images_untouched_for_the_next_run() {
+    use docker_mirror::service::{Mirror, Outcome, requested};
+
+    let repository = unique("dm/deadline");
+    for tag in ["1", "2"] {
+        push(&spec(&["linux/amd64"], &[MIB], false), &repository, tag);
+    }
+    let manifest = pillar_config::Manifest::parse(
+        &format!(
+            "[[image]]\nsource = \"{}/{repository}\"\necr_repository = \"{repository}\"\ntags = [\"1\", \"2\"]\n",
+            env("PILLAR_SOURCE_REGISTRY")
+        ),
+        "pillars.toml".as_ref(),
+    )
+    .expect("manifest");
+    let event = serde_json::json!({ "images": [repository] });
+    let images = requested(&manifest.images, &event).expect("the event names a configured image");
+    let mirror = Mirror::from_aws(&crate::support::aws_config(), std::time::Duration::ZERO);
+    let runtime = crate::support::runtime();
+
+    // Ten seconds left is inside the safety margin: nothing is started.
+    let soon = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let report = runtime.block_on(mirror.sync(&images, Some(soon)));
+    assert!(report.images.iter().all(|i| i.outcome == Outcome::Left), "{report:?}");
+    assert_eq!(report.metrics().to_json(0)["ImagesLeft"], 2.0);
+    assert_eq!(ecr_images(&repository), 0, "nothing tagged");
+
+    // The next run, with time, copies both.
+    let report = runtime.block_on(mirror.sync(&images, None));
+    assert_eq!(report.copied(), 2, "{report:?}");
+    assert_eq!(report.metrics().to_json(0)["ImagesCopied"], 2.0);
+
+    let unknown = serde_json::json!({ "images": ["not/configured"] });
+    let error = requested(&manifest.images, &unknown).unwrap_err().to_string();
+    assert!(error.contains("not/configured"), "{error}");
 }

@@ -59,7 +59,10 @@ impl MirrorError {
             OciDistributionError::ImageManifestNotFoundError(_) => Self::NotFound { what },
             OciDistributionError::RegistryError { envelope, .. } => {
                 let codes: Vec<_> = envelope.errors.iter().map(|e| &e.code).collect();
-                if codes.iter().any(|c| {
+                if codes.iter().any(|c| matches!(c, OciErrorCode::Toomanyrequests)) {
+                    let message = envelope.to_string();
+                    Self::Status { what, status: 429, message, retry_after: None }
+                } else if codes.iter().any(|c| {
                     matches!(
                         c,
                         OciErrorCode::ManifestUnknown

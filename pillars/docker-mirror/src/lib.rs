@@ -10,6 +10,7 @@ pub mod registry;
 pub mod retry;
 pub mod select;
 pub mod service;
+pub mod settings;
 pub mod target;
 
 pub use error::MirrorError;

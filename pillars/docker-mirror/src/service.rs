@@ -180,7 +180,7 @@ impl Mirror {
     }
 
     /// Every configured image, until `deadline` (None: no deadline).
-    pub async fn sync(&self, images: &[Image], deadline: Option<Instant>) -> SyncReport {
+    pub async fn sync(&self, images: &[&Image], deadline: Option<Instant>) -> SyncReport {
         let started = Instant::now();
         let mut report = SyncReport::default();
         for image in images {
@@ -283,6 +283,29 @@ impl Mirror {
             .collect()
             .await
     }
+}
+
+/// The configured images an event asks for: `{"images": [...]}` naming sources or ECR
+/// repositories, or every image for any other event (the schedule's).
+pub fn requested<'a>(
+    images: &'a [Image],
+    event: &serde_json::Value,
+) -> Result<Vec<&'a Image>, MirrorError> {
+    let Some(names) = event.get("images") else { return Ok(images.iter().collect()) };
+    let names: Vec<&str> = names
+        .as_array()
+        .map(|list| list.iter().filter_map(serde_json::Value::as_str).collect())
+        .unwrap_or_default();
+    names
+        .iter()
+        .map(|name| {
+            images.iter().find(|i| i.source == *name || i.ecr_repository == *name).ok_or_else(
+                || MirrorError::NotFound {
+                    what: format!("image `{name}` in the deployment manifest (name a source or an ECR repository)"),
+                },
+            )
+        })
+        .collect()
 }
 
 fn outcome(result: Result<Copied, MirrorError>) -> Outcome {

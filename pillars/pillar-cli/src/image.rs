@@ -87,7 +87,9 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Command::Sync { config, json } => {
                 let manifest = Manifest::load(&config)?;
                 let aws = aws_config::load_from_env().await;
-                let report = Mirror::from_aws(&aws, DEFAULT_TTL).sync(&manifest.images, None).await;
+                let report = Mirror::from_aws(&aws, DEFAULT_TTL)
+                    .sync(&manifest.images.iter().collect::<Vec<_>>(), None)
+                    .await;
                 print(&report, json)
             }
             Command::Verify { ends } => {
