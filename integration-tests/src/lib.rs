@@ -5,4 +5,5 @@
 pub mod codecommit_git;
 pub mod git_source;
 mod http_backend;
+pub mod measure;
 pub mod oci_layout;
