@@ -251,7 +251,9 @@ impl MirrorQueue for NoQueue {
 /// The webhook handler, signature check to 202, in process; against parsing the body
 /// alone as the naive floor.
 fn webhook_latency() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/bitbucket");
+    let fixtures =
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo at run time"))
+            .join("../../shared/fixtures/bitbucket");
     let secret = std::fs::read_to_string(fixtures.join("SECRET")).expect("fixture secret");
     let body = std::fs::read(fixtures.join("dc-repo-refs-changed.json")).expect("fixture");
     let manifest = Manifest::parse(

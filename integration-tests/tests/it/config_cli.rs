@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use crate::support::{ok, pillar, run, stderr};
 
 fn example() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pillars.example.toml")
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo at run time"))
+        .join("../pillars.example.toml")
 }
 
 #[test]

@@ -429,3 +429,41 @@ fn a_run_near_its_deadline_leaves_images_untouched_for_the_next_run() {
     let error = requested(&manifest.images, &unknown).unwrap_err().to_string();
     assert!(error.contains("not/configured"), "{error}");
 }
+
+#[test]
+fn tags_by_pattern_and_a_mount_within_one_registry_move_no_blob_bytes() {
+    let repository = unique("dm/mount");
+    for tag in ["1", "2", "edge"] {
+        push(&spec(&["linux/amd64"], &[MIB], false), &repository, tag);
+    }
+    let from = format!("{}/{repository}", env("PILLAR_SOURCE_REGISTRY"));
+    let copy = format!("{}/{repository}-copy", env("PILLAR_SOURCE_REGISTRY"));
+    let output = mirror(&from, &copy, &["--tags", r"^\d$", "--json"]);
+    assert!(output.status.success(), "{}{}", stdout(&output), stderr(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).expect("json");
+    let copied: Vec<_> =
+        report["images"].as_array().expect("images").iter().map(|i| i["target"].clone()).collect();
+    assert_eq!(copied.len(), 2, "only the tags matching the pattern: {report}");
+    assert!(
+        exists(&format!("{copy}:1"))
+            && exists(&format!("{copy}:2"))
+            && !exists(&format!("{copy}:edge"))
+    );
+    // Same registry: blobs are mounted from the source repository, never uploaded.
+    assert!(
+        report["images"].as_array().expect("images").iter().all(|i| i["bytes"] == 0),
+        "{report}"
+    );
+    let log =
+        std::fs::read_to_string(PathBuf::from(env("PILLAR_RUN_DIR")).join("source-registry.log"))
+            .expect("source registry log");
+    let mounts = log
+        .lines()
+        .filter(|l| l.contains(&format!("POST /v2/{repository}-copy/blobs/uploads/?mount=")))
+        .count();
+    assert!(mounts >= 2, "mount requests seen: {mounts}");
+    assert!(
+        !log.contains(&format!("PUT /v2/{repository}-copy/blobs/uploads/")),
+        "a blob was uploaded"
+    );
+}

@@ -235,7 +235,8 @@ mod tests {
     }
 
     fn fixtures() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/bitbucket")
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo at run time"))
+            .join("../../../shared/fixtures/bitbucket")
     }
 
     fn secret() -> SecretString {

@@ -63,7 +63,8 @@ mod tests {
     use std::path::PathBuf;
 
     fn fixture_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/bitbucket")
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo at run time"))
+            .join("../../../shared/fixtures/bitbucket")
     }
 
     /// (body, X-Hub-Signature) of every fixture, read from the `.headers` files.
