@@ -20,6 +20,7 @@ pub enum Copied {
     /// The target already had this digest under this tag: nothing was read or written.
     UpToDate { digest: String },
     /// Manifests were pushed; `bytes` of blobs were uploaded (mounted or present ones count 0).
+    /// From `status`: the copy that is needed.
     Copied { digest: String, bytes: u64 },
 }
 
@@ -56,9 +57,9 @@ impl Copier {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Copies `image` (a tag or a digest in `source`) into `to`, under `tag` when given.
-    /// A HEAD on each side decides whether anything needs doing at all.
-    pub async fn copy(
+    /// The digest `image` (a tag or a digest in `source`) resolves to, and whether `to`
+    /// already holds it under `tag` (or by digest): one HEAD, or equivalent, on each side.
+    pub async fn status(
         &self,
         source: &Registry,
         image: &Reference,
@@ -70,21 +71,35 @@ impl Copier {
             .run(|| source.manifest_digest(image))
             .await?
             .ok_or_else(|| MirrorError::NotFound { what: image.whole() })?;
-        to.prepare().await?;
         let existing = self.retry.run(|| to.manifest_digest(tag.unwrap_or(&digest))).await?;
-        if existing.as_deref() == Some(digest.as_str()) {
-            return Ok(Copied::UpToDate { digest });
-        }
+        Ok(if existing.as_deref() == Some(digest.as_str()) {
+            Copied::UpToDate { digest }
+        } else {
+            Copied::Copied { digest, bytes: 0 }
+        })
+    }
+
+    /// Copies the manifest `digest` of `image` into `to`, under `tag` when given, with all it
+    /// references and the referrers the source lists for it.
+    pub async fn copy(
+        &self,
+        source: &Registry,
+        image: &Reference,
+        to: &Destination,
+        tag: Option<&str>,
+        digest: &str,
+    ) -> Result<Copied, MirrorError> {
+        to.prepare().await?;
         let before = self.bytes_copied();
-        let (bytes, media_type) = self.copy_manifest(source, image, to, &digest).await?;
-        self.retry.run(|| to.put_manifest(&bytes, &media_type, &digest, tag)).await?;
-        for referrer in source.referrers(&image.clone_with_digest(digest.clone())).await {
+        let (bytes, media_type) = self.copy_manifest(source, image, to, digest).await?;
+        self.retry.run(|| to.put_manifest(&bytes, &media_type, digest, tag)).await?;
+        for referrer in source.referrers(&image.clone_with_digest(digest.to_owned())).await {
             if let Err(error) = self.copy_child(source, image, to, &referrer).await {
                 tracing::warn!(image = %image, referrer = referrer.digest, %error,
                     "referrer not copied");
             }
         }
-        Ok(Copied::Copied { digest, bytes: self.bytes_copied() - before })
+        Ok(Copied::Copied { digest: digest.to_owned(), bytes: self.bytes_copied() - before })
     }
 
     /// Reads the manifest `digest`, verifies it, and copies what it references. Returns its

@@ -132,6 +132,9 @@ pub struct Mirror {
     secrets: Option<Arc<SecretCache>>,
 }
 
+/// Status checks (a HEAD on each side) run at the same time.
+const CHECK_CONCURRENCY: usize = 16;
+
 /// How long before the deadline no new image is started.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(20);
 
@@ -247,8 +250,10 @@ impl Mirror {
         reports
     }
 
-    /// Copies `jobs` from `source` into `to`, a bounded number at a time, each until the
-    /// deadline: what a deadline cuts short is reported `Left` and has nothing tagged.
+    /// Copies `jobs` from `source` into `to`: first every job's status, many at a time
+    /// (HEADs are cheap, and free on Docker Hub), then the copies, a bounded number at a
+    /// time, each until the deadline: what a deadline cuts short is reported `Left` and has
+    /// nothing tagged.
     pub async fn mirror(
         &self,
         source: &Registry,
@@ -256,26 +261,51 @@ impl Mirror {
         to: &Destination,
         deadline: Option<Instant>,
     ) -> Vec<ImageReport> {
-        stream::iter(jobs)
+        let time_left = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let checked: Vec<_> = stream::iter(jobs)
             .map(|job| async move {
                 let reference = job.source.at(&job.selector);
+                let status = match time_left() {
+                    Some(left) if left <= DEADLINE_MARGIN => None,
+                    _ => Some(
+                        self.copier.status(source, &reference, to, job.target_tag.as_deref()).await,
+                    ),
+                };
+                (job, reference, status)
+            })
+            .buffered(CHECK_CONCURRENCY)
+            .collect()
+            .await;
+        stream::iter(checked)
+            .map(|(job, reference, status)| async move {
                 let target = match &job.target_tag {
                     Some(tag) => format!("{to}:{tag}"),
                     None => format!("{to}@{}", job.selector),
                 };
-                let source_name = format!("{}/{}", reference.registry(), reference.repository());
-                let source_name = match job.selector.starts_with("sha256:") {
-                    true => format!("{source_name}@{}", job.selector),
-                    false => format!("{source_name}:{}", job.selector),
+                let name = format!("{}/{}", reference.registry(), reference.repository());
+                let separator = if job.selector.starts_with("sha256:") { '@' } else { ':' };
+                let source_name = format!("{name}{separator}{}", job.selector);
+                let digest = match status {
+                    None => None,
+                    Some(Ok(Copied::Copied { digest, .. })) => Some(digest),
+                    Some(done) => {
+                        return ImageReport { source: source_name, target, outcome: outcome(done) };
+                    }
                 };
-                let copy = self.copier.copy(source, &reference, to, job.target_tag.as_deref());
-                let outcome = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
-                    Some(left) if left <= DEADLINE_MARGIN => Outcome::Left,
-                    Some(left) => match tokio::time::timeout(left - DEADLINE_MARGIN, copy).await {
-                        Ok(result) => outcome(result),
-                        Err(_) => Outcome::Left,
-                    },
-                    None => outcome(copy.await),
+                let tag = job.target_tag.as_deref();
+                let outcome = match (digest, time_left()) {
+                    (None, _) => Outcome::Left,
+                    (Some(_), Some(left)) if left <= DEADLINE_MARGIN => Outcome::Left,
+                    (Some(digest), Some(left)) => {
+                        let copy = self.copier.copy(source, &reference, to, tag, &digest);
+                        match tokio::time::timeout(left - DEADLINE_MARGIN, copy).await {
+                            Ok(result) => outcome(result),
+                            Err(_) => Outcome::Left,
+                        }
+                    }
+                    (Some(digest), None) => {
+                        outcome(self.copier.copy(source, &reference, to, tag, &digest).await)
+                    }
                 };
                 ImageReport { source: source_name, target, outcome }
             })
