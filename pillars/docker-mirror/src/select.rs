@@ -21,13 +21,15 @@ pub fn needs_tag_list(image: &Image) -> bool {
 /// the listed tags matching an `include` pattern, no `exclude` pattern and the `semver`
 /// range, of which only the `keep_newest` newest by version.
 pub fn select(image: &Image, available: &[String]) -> Selection {
-    let by_pattern = needs_tag_list(image);
+    // Without patterns or a range, only the explicit tags; a range alone includes every tag.
+    let included = |tag: &str| {
+        (image.include.is_empty() && image.semver.is_some())
+            || image.include.iter().any(|r| r.is_match(tag))
+    };
     let mut chosen: Vec<&String> = available
         .iter()
         .filter(|tag| !image.tags.contains(tag) && !is_companion(tag))
-        .filter(|tag| {
-            by_pattern && image.include.is_empty() || image.include.iter().any(|r| r.is_match(tag))
-        })
+        .filter(|tag| included(tag))
         .filter(|tag| !image.exclude.iter().any(|r| r.is_match(tag)))
         .filter(|tag| {
             image
