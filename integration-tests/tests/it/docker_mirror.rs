@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use integration_tests::oci_layout::{self, Spec};
+use oci_client::secrets::RegistryAuth;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -224,10 +225,10 @@ fn missing_images_unreachable_registries_and_bad_references_fail_clearly() {
 /// A registry's answer: status line, extra header lines (each ending in CRLF), JSON body.
 type Answer = (&'static str, &'static str, &'static str);
 
-/// A registry on a real socket answering request `n` (from 0) with `answer(n)`; returns its
-/// address and the number of requests it has seen.
+/// A registry on a real socket answering request number `n` (from 0), whose request line
+/// is `line`, with `answer(n, line)`; returns its address and the number of requests seen.
 fn scripted_registry(
-    answer: fn(usize) -> Answer,
+    answer: fn(usize, &str) -> Answer,
 ) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::io::{Read, Write};
     use std::sync::atomic::Ordering;
@@ -239,8 +240,10 @@ fn scripted_registry(
     std::thread::spawn(move || {
         for mut stream in listener.incoming().flatten() {
             let mut buffer = [0u8; 8192];
-            let _ = stream.read(&mut buffer);
-            let (status, headers, body) = answer(counter.fetch_add(1, Ordering::SeqCst));
+            let read = stream.read(&mut buffer).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buffer[..read]);
+            let line = request.lines().next().unwrap_or_default();
+            let (status, headers, body) = answer(counter.fetch_add(1, Ordering::SeqCst), line);
             let response = format!(
                 "HTTP/1.1 {status}\r\n{headers}Content-Type: application/json\r\n\
                  Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -254,7 +257,7 @@ fn scripted_registry(
 
 #[test]
 fn refused_credentials_are_reported_as_such() {
-    let (address, _) = scripted_registry(|_| {
+    let (address, _) = scripted_registry(|_, _| {
         (
             "401 Unauthorized",
             "WWW-Authenticate: Basic realm=\"test\"\r\n",
@@ -273,7 +276,7 @@ fn refused_credentials_are_reported_as_such() {
 
 #[test]
 fn too_many_requests_is_retried_with_backoff() {
-    let (address, seen) = scripted_registry(|n| match n {
+    let (address, seen) = scripted_registry(|n, _| match n {
         0..=2 => (
             "429 Too Many Requests",
             "",
@@ -466,4 +469,45 @@ fn tags_by_pattern_and_a_mount_within_one_registry_move_no_blob_bytes() {
         !log.contains(&format!("PUT /v2/{repository}-copy/blobs/uploads/")),
         "a blob was uploaded"
     );
+}
+
+#[test]
+fn tag_listing_pages_through_a_repository_and_copes_with_registries_that_do_not_page() {
+    use docker_mirror::refs::ImageRef;
+    use docker_mirror::registry::Registry;
+
+    let list = |reference: &str| {
+        let source = ImageRef::parse(reference).expect("reference");
+        let registry =
+            Registry::new(source.host(), RegistryAuth::Anonymous, false).with_tags_page(3);
+        crate::support::runtime().block_on(registry.tags(&source.repository)).expect("tags")
+    };
+
+    // A registry that pages as the distribution spec says: 3, 3, then 1 tag.
+    let (address, _) = scripted_registry(|_, line| match line {
+        _ if line.contains("n=3&last=c ") => {
+            ("200 OK", "", r#"{"name":"app","tags":["d","e","f"]}"#)
+        }
+        _ if line.contains("n=3&last=f ") => ("200 OK", "", r#"{"name":"app","tags":["g"]}"#),
+        _ if line.contains("/tags/list?n=3 ") => {
+            ("200 OK", "", r#"{"name":"app","tags":["a","b","c"]}"#)
+        }
+        _ => ("200 OK", "", "{}"), // the client's GET /v2/ probe
+    });
+    assert_eq!(list(&format!("{address}/app")), ["a", "b", "c", "d", "e", "f", "g"]);
+
+    // Debian's docker-registry 2.8 ignores `n` and `last` and answers unsorted.
+    let repository = unique("dm/pages");
+    let first = format!("{}/{repository}:t0", env("PILLAR_SOURCE_REGISTRY"));
+    push(&spec(&["linux/amd64"], &[MIB], false), &repository, "t0");
+    for n in 1..7 {
+        let tag = format!("docker://{}/{repository}:t{n}", env("PILLAR_SOURCE_REGISTRY"));
+        ok(Command::new("skopeo").args(["copy", "--quiet", "--src-tls-verify=false"]).args([
+            "--dest-tls-verify=false",
+            &format!("docker://{first}"),
+            &tag,
+        ]));
+    }
+    let tags = list(&format!("{}/{repository}", env("PILLAR_SOURCE_REGISTRY")));
+    assert_eq!(tags, ["t0", "t1", "t2", "t3", "t4", "t5", "t6"]);
 }

@@ -13,7 +13,7 @@ use reqwest::header::HeaderValue;
 use crate::error::MirrorError;
 use crate::manifest::{Descriptor, MEDIA_TYPES};
 
-/// Tags asked for per page when listing.
+/// Tags asked for per page when listing, unless set otherwise.
 const TAGS_PAGE: usize = 1000;
 
 /// One registry host with its credentials. Tokens are cached and renewed by `oci-client`.
@@ -21,6 +21,7 @@ pub struct Registry {
     host: String,
     client: Client,
     auth: RegistryAuth,
+    tags_page: usize,
 }
 
 impl std::fmt::Debug for Registry {
@@ -54,7 +55,12 @@ impl Registry {
             user_agent: concat!("pillars-docker-mirror/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
         };
-        Self { host: host.to_owned(), client: Client::new(config), auth }
+        Self { host: host.to_owned(), client: Client::new(config), auth, tags_page: TAGS_PAGE }
+    }
+
+    /// Lists tags `size` at a time (registries cap pages; some at 100).
+    pub fn with_tags_page(self, size: usize) -> Self {
+        Self { tags_page: size.max(1), ..self }
     }
 
     pub fn host(&self) -> &str {
@@ -93,21 +99,22 @@ impl Registry {
 
     /// Every tag of `repository`, page by page.
     pub async fn tags(&self, repository: &Reference) -> Result<Vec<String>, MirrorError> {
-        let mut tags: Vec<String> = Vec::new();
+        let mut tags = std::collections::BTreeSet::new();
+        let mut last: Option<String> = None;
         loop {
-            let last = tags.last().cloned();
-            let last = last.as_deref();
             let page = self
                 .client
-                .list_tags(repository, &self.auth, Some(TAGS_PAGE), last)
+                .list_tags(repository, &self.auth, Some(self.tags_page), last.as_deref())
                 .await
                 .map_err(|e| self.error(repository, e))?;
-            let full = page.tags.len() >= TAGS_PAGE;
-            // A registry ignoring `last` would repeat the first page forever.
+            let full = page.tags.len() >= self.tags_page;
+            last = page.tags.last().cloned();
             let before = tags.len();
-            tags.extend(page.tags.into_iter().filter(|t| Some(t.as_str()) > last));
+            tags.extend(page.tags);
+            // Some registries (distribution 2.8 among them) ignore `n` and `last` and send
+            // everything, unsorted, every time: stop when a page brings nothing new.
             if !full || tags.len() == before {
-                return Ok(tags);
+                return Ok(tags.into_iter().collect());
             }
         }
     }
