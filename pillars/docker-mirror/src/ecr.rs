@@ -9,7 +9,7 @@ use aws_sdk_ecr::primitives::Blob;
 use aws_sdk_ecr::types::{ImageIdentifier, ImageScanningConfiguration, ImageTagMutability};
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 
 use crate::error::MirrorError;
 use crate::manifest::{Descriptor, MEDIA_TYPES, sha256_digest};
@@ -30,7 +30,13 @@ pub struct RepositorySettings {
 pub struct Ecr {
     client: Client,
     known: Mutex<HashSet<String>>,
+    /// Layer parts held in memory at once, across all uploads: each costs the part and
+    /// twice its base64 form in the JSON request the SDK builds.
+    parts: Semaphore,
 }
+
+/// Parts in flight unless set otherwise: 2 × 10 MiB parts keep a copy under ~100 MiB.
+const PARTS_IN_FLIGHT: usize = 2;
 
 fn failure<E, R>(operation: &'static str, repository: &str, error: &SdkError<E, R>) -> MirrorError
 where
@@ -52,7 +58,7 @@ where
 
 impl Ecr {
     pub fn new(client: Client) -> Self {
-        Self { client, known: Mutex::new(HashSet::new()) }
+        Self { client, known: Mutex::new(HashSet::new()), parts: Semaphore::new(PARTS_IN_FLIGHT) }
     }
 
     /// Creates `repository` when it does not exist yet.
@@ -179,28 +185,39 @@ impl Ecr {
             .filter(|size| *size > 0)
             .unwrap_or(DEFAULT_PART);
         let mut stream = std::pin::pin!(stream);
-        let mut part = BytesMut::with_capacity(part_size);
         let mut sent: u64 = 0;
-        loop {
-            let chunk =
-                stream.next().await.transpose().map_err(|e| MirrorError::DigestMismatch {
-                    what: format!("{repository} blob {}", blob.digest),
-                    digest: blob.digest.clone(),
-                    detail: e.to_string(),
-                })?;
-            let end = chunk.is_none();
-            if let Some(chunk) = chunk {
-                part.extend_from_slice(&chunk);
+        let mut pending = Bytes::new();
+        let mut ended = false;
+        while !ended || !pending.is_empty() {
+            // A permit per part in memory; the source waits (TCP backpressure) meanwhile.
+            let _permit = self.parts.acquire().await.expect("the semaphore is never closed");
+            let mut part = BytesMut::with_capacity(part_size);
+            while part.len() < part_size {
+                if pending.is_empty() {
+                    match stream.next().await {
+                        Some(Ok(chunk)) => pending = chunk,
+                        Some(Err(e)) => {
+                            return Err(MirrorError::DigestMismatch {
+                                what: format!("{repository} blob {}", blob.digest),
+                                digest: blob.digest.clone(),
+                                detail: e.to_string(),
+                            });
+                        }
+                        None => {
+                            ended = true;
+                            break;
+                        }
+                    }
+                }
+                let take = pending.len().min(part_size - part.len());
+                part.extend_from_slice(&pending.split_to(take));
             }
-            while part.len() >= part_size || (end && !part.is_empty()) {
-                let take = part.len().min(part_size);
-                let body = part.split_to(take).freeze();
-                self.upload_part(repository, &upload_id, sent, body).await?;
-                sent += take as u64;
-            }
-            if end {
+            if part.is_empty() {
                 break;
             }
+            let length = part.len() as u64;
+            self.upload_part(repository, &upload_id, sent, part.freeze()).await?;
+            sent += length;
         }
         if sent != blob.size {
             return Err(MirrorError::DigestMismatch {
