@@ -103,13 +103,16 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                     .await?
                     .with_context(|| format!("{source} does not exist"))?;
                 let name = target_tag.unwrap_or_else(|| selector.to_owned());
+                let separator = if name.starts_with("sha256:") { '@' } else { ':' };
                 let held = mirror.copier.retry.run(|| to.manifest_digest(&name)).await?;
                 if held.as_deref() == Some(wanted.as_str()) {
-                    println!("match       {source} = {to}:{name} ({wanted})");
+                    println!("match       {source} = {to}{separator}{name} ({wanted})");
                     Ok(ExitCode::SUCCESS)
                 } else {
                     let held = held.as_deref().unwrap_or("nothing");
-                    println!("DIFFERS     {source} is {wanted}; {to}:{name} holds {held}");
+                    println!(
+                        "DIFFERS     {source} is {wanted}; {to}{separator}{name} holds {held}"
+                    );
                     Ok(ExitCode::FAILURE)
                 }
             }
