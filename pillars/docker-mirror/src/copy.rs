@@ -14,22 +14,13 @@ use crate::registry::Registry;
 use crate::retry::RetryPolicy;
 use crate::target::Destination;
 
-/// What happened to an image that did not fail.
+/// Where a source image stands against the target, by the digest its reference resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Copied {
-    /// The target already had this digest under this tag: nothing was read or written.
-    UpToDate { digest: String },
-    /// Manifests were pushed; `bytes` of blobs were uploaded (mounted or present ones count 0).
-    /// From `status`: the copy that is needed.
-    Copied { digest: String, bytes: u64 },
-}
-
-impl Copied {
-    pub fn digest(&self) -> &str {
-        match self {
-            Self::UpToDate { digest } | Self::Copied { digest, .. } => digest,
-        }
-    }
+pub enum Status {
+    /// The target has this digest under the tag (or by digest): nothing to do.
+    UpToDate(String),
+    /// The target lacks it or holds another image under the tag.
+    Changed(String),
 }
 
 /// Copies images from a source registry into a destination.
@@ -65,7 +56,7 @@ impl Copier {
         image: &Reference,
         to: &Destination,
         tag: Option<&str>,
-    ) -> Result<Copied, MirrorError> {
+    ) -> Result<Status, MirrorError> {
         let digest = self
             .retry
             .run(|| source.manifest_digest(image))
@@ -73,14 +64,15 @@ impl Copier {
             .ok_or_else(|| MirrorError::NotFound { what: image.whole() })?;
         let existing = self.retry.run(|| to.manifest_digest(tag.unwrap_or(&digest))).await?;
         Ok(if existing.as_deref() == Some(digest.as_str()) {
-            Copied::UpToDate { digest }
+            Status::UpToDate(digest)
         } else {
-            Copied::Copied { digest, bytes: 0 }
+            Status::Changed(digest)
         })
     }
 
     /// Copies the manifest `digest` of `image` into `to`, under `tag` when given, with all it
-    /// references and the referrers the source lists for it.
+    /// references and the referrers the source lists for it. Returns the blob bytes uploaded
+    /// (blobs the target had, or mounted, count 0).
     pub async fn copy(
         &self,
         source: &Registry,
@@ -88,7 +80,7 @@ impl Copier {
         to: &Destination,
         tag: Option<&str>,
         digest: &str,
-    ) -> Result<Copied, MirrorError> {
+    ) -> Result<u64, MirrorError> {
         to.prepare().await?;
         let before = self.bytes_copied();
         let (bytes, media_type) = self.copy_manifest(source, image, to, digest).await?;
@@ -99,7 +91,7 @@ impl Copier {
                     "referrer not copied");
             }
         }
-        Ok(Copied::Copied { digest: digest.to_owned(), bytes: self.bytes_copied() - before })
+        Ok(self.bytes_copied() - before)
     }
 
     /// Reads the manifest `digest`, verifies it, and copies what it references. Returns its

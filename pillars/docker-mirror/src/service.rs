@@ -12,7 +12,7 @@ use pillar_telemetry::{Metrics, Unit};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 
-use crate::copy::{Copied, Copier};
+use crate::copy::{Copier, Status};
 use crate::ecr::{Ecr, RepositorySettings};
 use crate::error::MirrorError;
 use crate::refs::ImageRef;
@@ -285,29 +285,29 @@ impl Mirror {
                 let name = format!("{}/{}", reference.registry(), reference.repository());
                 let separator = if job.selector.starts_with("sha256:") { '@' } else { ':' };
                 let source_name = format!("{name}{separator}{}", job.selector);
+                let report = |outcome| ImageReport { source: source_name, target, outcome };
                 let digest = match status {
-                    None => None,
-                    Some(Ok(Copied::Copied { digest, .. })) => Some(digest),
-                    Some(done) => {
-                        return ImageReport { source: source_name, target, outcome: outcome(done) };
+                    None => return report(Outcome::Left),
+                    Some(Ok(Status::Changed(digest))) => digest,
+                    Some(Ok(Status::UpToDate(digest))) => {
+                        return report(Outcome::UpToDate { digest });
+                    }
+                    Some(Err(error)) => return report(failed(&error)),
+                };
+                let copied = {
+                    let tag = job.target_tag.as_deref();
+                    let copy = self.copier.copy(source, &reference, to, tag, &digest);
+                    match time_left() {
+                        Some(left) if left <= DEADLINE_MARGIN => None,
+                        Some(left) => tokio::time::timeout(left - DEADLINE_MARGIN, copy).await.ok(),
+                        None => Some(copy.await),
                     }
                 };
-                let tag = job.target_tag.as_deref();
-                let outcome = match (digest, time_left()) {
-                    (None, _) => Outcome::Left,
-                    (Some(_), Some(left)) if left <= DEADLINE_MARGIN => Outcome::Left,
-                    (Some(digest), Some(left)) => {
-                        let copy = self.copier.copy(source, &reference, to, tag, &digest);
-                        match tokio::time::timeout(left - DEADLINE_MARGIN, copy).await {
-                            Ok(result) => outcome(result),
-                            Err(_) => Outcome::Left,
-                        }
-                    }
-                    (Some(digest), None) => {
-                        outcome(self.copier.copy(source, &reference, to, tag, &digest).await)
-                    }
-                };
-                ImageReport { source: source_name, target, outcome }
+                report(match copied {
+                    None => Outcome::Left,
+                    Some(Ok(bytes)) => Outcome::Copied { digest, bytes },
+                    Some(Err(error)) => failed(&error),
+                })
             })
             .buffered(self.image_concurrency.max(1))
             .collect()
@@ -338,12 +338,8 @@ pub fn requested<'a>(
         .collect()
 }
 
-fn outcome(result: Result<Copied, MirrorError>) -> Outcome {
-    match result {
-        Ok(Copied::Copied { digest, bytes }) => Outcome::Copied { digest, bytes },
-        Ok(Copied::UpToDate { digest }) => Outcome::UpToDate { digest },
-        Err(error) => Outcome::Failed { reason: error.to_string() },
-    }
+fn failed(error: &MirrorError) -> Outcome {
+    Outcome::Failed { reason: error.to_string() }
 }
 
 /// The companion tags in `available` (signatures, attestations, SBOMs) of images in `reports`.
