@@ -426,6 +426,11 @@ fn a_run_near_its_deadline_leaves_images_untouched_for_the_next_run() {
     // The next run, with time, copies both.
     let report = runtime.block_on(mirror.sync(&images, None));
     assert_eq!(report.copied(), 2, "{report:?}");
+    // Copied side by side, each image still counts only its own layer and config.
+    for image in &report.images {
+        let Outcome::Copied { bytes, .. } = image.outcome else { panic!("{report:?}") };
+        assert!((MIB..MIB + 4096).contains(&bytes), "{bytes} bytes for {}", image.source);
+    }
     assert_eq!(report.metrics().to_json(0)["ImagesCopied"], 2.0);
 
     let unknown = serde_json::json!({ "images": ["not/configured"] });

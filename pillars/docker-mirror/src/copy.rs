@@ -1,8 +1,6 @@
 //! Copying one image: children before their index, blobs before their manifest, the tag
 //! last, so a tag in the target never points at something incomplete.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, TryStreamExt, stream};
@@ -29,7 +27,6 @@ pub struct Copier {
     /// Blobs of one image copied at the same time.
     pub blob_concurrency: usize,
     pub retry: RetryPolicy,
-    bytes: AtomicU64,
 }
 
 impl Default for Copier {
@@ -40,12 +37,7 @@ impl Default for Copier {
 
 impl Copier {
     pub fn new(blob_concurrency: usize, retry: RetryPolicy) -> Self {
-        Self { blob_concurrency: blob_concurrency.max(1), retry, bytes: AtomicU64::new(0) }
-    }
-
-    /// Blob bytes uploaded by this copier so far.
-    pub fn bytes_copied(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        Self { blob_concurrency: blob_concurrency.max(1), retry }
     }
 
     /// The digest `image` (a tag or a digest in `source`) resolves to, and whether `to`
@@ -82,27 +74,29 @@ impl Copier {
         digest: &str,
     ) -> Result<u64, MirrorError> {
         to.prepare().await?;
-        let before = self.bytes_copied();
-        let (bytes, media_type) = self.copy_manifest(source, image, to, digest).await?;
+        let (bytes, media_type, mut uploaded) =
+            self.copy_manifest(source, image, to, digest).await?;
         self.retry.run(|| to.put_manifest(&bytes, &media_type, digest, tag)).await?;
         for referrer in source.referrers(&image.clone_with_digest(digest.to_owned())).await {
-            if let Err(error) = self.copy_child(source, image, to, &referrer).await {
-                tracing::warn!(image = %image, referrer = referrer.digest, %error,
-                    "referrer not copied");
+            match self.copy_child(source, image, to, &referrer).await {
+                Ok(referrer_bytes) => uploaded += referrer_bytes,
+                Err(error) => tracing::warn!(image = %image, referrer = referrer.digest, %error,
+                    "referrer not copied"),
             }
         }
-        Ok(self.bytes_copied() - before)
+        Ok(uploaded)
     }
 
     /// Reads the manifest `digest`, verifies it, and copies what it references. Returns its
-    /// bytes and media type, for the caller to push under the right name.
+    /// bytes and media type, for the caller to push under the right name, and the blob bytes
+    /// uploaded.
     fn copy_manifest<'a>(
         &'a self,
         source: &'a Registry,
         image: &'a Reference,
         to: &'a Destination,
         digest: &'a str,
-    ) -> BoxFuture<'a, Result<(Bytes, String), MirrorError>> {
+    ) -> BoxFuture<'a, Result<(Bytes, String, u64), MirrorError>> {
         async move {
             let by_digest = image.clone_with_digest(digest.to_owned());
             let bytes = self.retry.run(|| source.manifest(&by_digest)).await?;
@@ -116,45 +110,50 @@ impl Copier {
             }
             let parsed = manifest::parse(&bytes, None)
                 .map_err(|message| MirrorError::Manifest { what: by_digest.whole(), message })?;
-            match &parsed {
+            let uploaded = match &parsed {
                 Parsed::Index { children, .. } => {
+                    let mut uploaded = 0;
                     for child in children {
-                        self.copy_child(source, image, to, child).await?;
+                        uploaded += self.copy_child(source, image, to, child).await?;
                     }
+                    uploaded
                 }
                 Parsed::Image { blobs, .. } => self.copy_blobs(source, image, to, blobs).await?,
-            }
-            Ok((bytes, parsed.media_type().to_owned()))
+            };
+            Ok((bytes, parsed.media_type().to_owned(), uploaded))
         }
         .boxed()
     }
 
     /// A child manifest (platform image, attestation, referrer), pushed by digest unless
-    /// the target has it already.
+    /// the target has it already. Returns the blob bytes uploaded.
     async fn copy_child(
         &self,
         source: &Registry,
         image: &Reference,
         to: &Destination,
         child: &Descriptor,
-    ) -> Result<(), MirrorError> {
+    ) -> Result<u64, MirrorError> {
         if self.retry.run(|| to.manifest_digest(&child.digest)).await?.as_deref()
             == Some(child.digest.as_str())
         {
-            return Ok(());
+            return Ok(0);
         }
-        let (bytes, media_type) = self.copy_manifest(source, image, to, &child.digest).await?;
-        self.retry.run(|| to.put_manifest(&bytes, &media_type, &child.digest, None)).await
+        let (bytes, media_type, uploaded) =
+            self.copy_manifest(source, image, to, &child.digest).await?;
+        self.retry.run(|| to.put_manifest(&bytes, &media_type, &child.digest, None)).await?;
+        Ok(uploaded)
     }
 
-    /// Copies the blobs the target lacks, a bounded number at a time.
+    /// Copies the blobs the target lacks, a bounded number at a time; returns the bytes
+    /// uploaded.
     async fn copy_blobs(
         &self,
         source: &Registry,
         image: &Reference,
         to: &Destination,
         blobs: &[Descriptor],
-    ) -> Result<(), MirrorError> {
+    ) -> Result<u64, MirrorError> {
         let mut unique: Vec<Descriptor> = Vec::with_capacity(blobs.len());
         for blob in blobs {
             if !unique.iter().any(|b| b.digest == blob.digest) {
@@ -166,19 +165,20 @@ impl Copier {
         stream::iter(missing)
             .map(|blob| async move { self.copy_blob(source, image, to, &blob).await })
             .buffer_unordered(self.blob_concurrency)
-            .try_collect::<()>()
+            .try_fold(0, |total, uploaded| async move { Ok(total + uploaded) })
             .await
     }
 
+    /// Returns the bytes uploaded: 0 when mounted.
     async fn copy_blob(
         &self,
         source: &Registry,
         image: &Reference,
         to: &Destination,
         blob: &Descriptor,
-    ) -> Result<(), MirrorError> {
+    ) -> Result<u64, MirrorError> {
         if to.mount(image, blob).await {
-            return Ok(());
+            return Ok(0);
         }
         self.retry
             .run(|| async {
@@ -205,7 +205,6 @@ impl Copier {
                 })
             })
             .await?;
-        self.bytes.fetch_add(blob.size, Ordering::Relaxed);
-        Ok(())
+        Ok(blob.size)
     }
 }
