@@ -21,6 +21,23 @@ pub enum TargetRef {
     Registry(ImageRef),
 }
 
+/// `tag_or_digest` in `registry`/`repository`: by digest for `sha256:…`, else by tag.
+pub fn reference(registry: &str, repository: &str, tag_or_digest: &str) -> Reference {
+    let (registry, repository, name) =
+        (registry.to_owned(), repository.to_owned(), tag_or_digest.to_owned());
+    if tag_or_digest.starts_with("sha256:") {
+        Reference::with_digest(registry, repository, name)
+    } else {
+        Reference::with_tag(registry, repository, name)
+    }
+}
+
+/// `name@digest` or `name:tag`, as people write image references.
+pub fn named(name: impl std::fmt::Display, tag_or_digest: &str) -> String {
+    let separator = if tag_or_digest.starts_with("sha256:") { '@' } else { ':' };
+    format!("{name}{separator}{tag_or_digest}")
+}
+
 fn invalid(reference: &str, reason: impl Into<String>) -> MirrorError {
     MirrorError::Reference { reference: reference.to_owned(), reason: reason.into() }
 }
@@ -48,13 +65,7 @@ impl ImageRef {
 
     /// A reference to `tag_or_digest` in this repository.
     pub fn at(&self, tag_or_digest: &str) -> Reference {
-        let (registry, repository) =
-            (self.repository.registry().to_owned(), self.repository.repository().to_owned());
-        if tag_or_digest.starts_with("sha256:") {
-            Reference::with_digest(registry, repository, tag_or_digest.to_owned())
-        } else {
-            Reference::with_tag(registry, repository, tag_or_digest.to_owned())
-        }
+        reference(self.repository.registry(), self.repository.repository(), tag_or_digest)
     }
 
     /// The tag or digest this reference names, if any.

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::copy::{Copier, Status};
 use crate::ecr::{Ecr, RepositorySettings};
 use crate::error::MirrorError;
-use crate::refs::ImageRef;
+use crate::refs::{ImageRef, named};
 use crate::registry::Registry;
 use crate::select::{companion_of, needs_tag_list, select};
 use crate::target::{Destination, Target};
@@ -118,6 +118,13 @@ pub struct Job {
     pub selector: String,
     /// The tag in the target; `None` copies by digest only.
     pub target_tag: Option<String>,
+}
+
+impl Job {
+    /// `tag` of `source`, copied under the same tag.
+    pub fn tag(source: &ImageRef, tag: String) -> Self {
+        Self { source: source.clone(), selector: tag.clone(), target_tag: Some(tag) }
+    }
 }
 
 /// The mirror: clients built once, shared by every image of a run.
@@ -229,18 +236,10 @@ impl Mirror {
             }
         };
         let selection = select(image, &available);
-        let jobs = selection.tags.iter().map(|tag| Job {
-            source: source.clone(),
-            selector: tag.clone(),
-            target_tag: Some(tag.clone()),
-        });
+        let jobs = selection.tags.iter().map(|tag| Job::tag(&source, tag.clone()));
         let mut reports = self.mirror(&registry, jobs.collect(), &to, deadline).await;
         let companions = companions(&available, &reports);
-        let jobs = companions.into_iter().map(|tag| Job {
-            source: source.clone(),
-            selector: tag.clone(),
-            target_tag: Some(tag),
-        });
+        let jobs = companions.into_iter().map(|tag| Job::tag(&source, tag));
         reports.extend(self.mirror(&registry, jobs.collect(), &to, deadline).await);
         reports.extend(selection.filtered_out.into_iter().map(|tag| ImageReport {
             source: format!("{source}:{tag}"),
@@ -278,13 +277,10 @@ impl Mirror {
             .await;
         stream::iter(checked)
             .map(|(job, reference, status)| async move {
-                let target = match &job.target_tag {
-                    Some(tag) => format!("{to}:{tag}"),
-                    None => format!("{to}@{}", job.selector),
-                };
-                let name = format!("{}/{}", reference.registry(), reference.repository());
-                let separator = if job.selector.starts_with("sha256:") { '@' } else { ':' };
-                let source_name = format!("{name}{separator}{}", job.selector);
+                // Without a target tag the source names a digest, copied by digest.
+                let target = named(to, job.target_tag.as_deref().unwrap_or(&job.selector));
+                let repository = format!("{}/{}", reference.registry(), reference.repository());
+                let source_name = named(repository, &job.selector);
                 let report = |outcome| ImageReport { source: source_name, target, outcome };
                 let digest = match status {
                     None => return report(Outcome::Left),

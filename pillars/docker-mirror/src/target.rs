@@ -37,12 +37,7 @@ impl std::fmt::Display for Destination {
 
 impl Destination {
     fn reference(&self, registry: &Registry, tag_or_digest: &str) -> Reference {
-        let (host, repository) = (registry.host().to_owned(), self.repository.clone());
-        if tag_or_digest.starts_with("sha256:") {
-            Reference::with_digest(host, repository, tag_or_digest.to_owned())
-        } else {
-            Reference::with_tag(host, repository, tag_or_digest.to_owned())
-        }
+        crate::refs::reference(registry.host(), &self.repository, tag_or_digest)
     }
 
     /// Creates the repository if the target needs that (ECR); registries create on push.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Subcommand;
 use docker_mirror::ecr::RepositorySettings;
-use docker_mirror::refs::{ImageRef, TargetRef};
+use docker_mirror::refs::{ImageRef, TargetRef, named};
 use docker_mirror::registry::Registry;
 use docker_mirror::service::{ImageReport, Job, Mirror, SyncReport};
 use docker_mirror::target::{Destination, Target};
@@ -103,16 +103,14 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                     .await?
                     .with_context(|| format!("{source} does not exist"))?;
                 let name = target_tag.unwrap_or_else(|| selector.to_owned());
-                let separator = if name.starts_with("sha256:") { '@' } else { ':' };
                 let held = mirror.copier.retry.run(|| to.manifest_digest(&name)).await?;
+                let target = named(&to, &name);
                 if held.as_deref() == Some(wanted.as_str()) {
-                    println!("match       {source} = {to}{separator}{name} ({wanted})");
+                    println!("match       {source} = {target} ({wanted})");
                     Ok(ExitCode::SUCCESS)
                 } else {
                     let held = held.as_deref().unwrap_or("nothing");
-                    println!(
-                        "DIFFERS     {source} is {wanted}; {to}{separator}{name} holds {held}"
-                    );
+                    println!("DIFFERS     {source} is {wanted}; {target} holds {held}");
                     Ok(ExitCode::FAILURE)
                 }
             }
@@ -180,10 +178,7 @@ async fn jobs(
     let tags: Vec<_> =
         tags.into_iter().filter(|tag| pattern.is_none_or(|p| p.is_match(tag))).collect();
     anyhow::ensure!(!tags.is_empty(), "{source} has no tags to copy");
-    Ok(tags
-        .into_iter()
-        .map(|tag| Job { source: source.clone(), selector: tag.clone(), target_tag: Some(tag) })
-        .collect())
+    Ok(tags.into_iter().map(|tag| Job::tag(source, tag)).collect())
 }
 
 fn print(report: &SyncReport, json: bool) -> anyhow::Result<ExitCode> {
