@@ -108,7 +108,7 @@ impl Copier {
                     detail: format!("the manifest served hashes to {actual}"),
                 });
             }
-            let parsed = manifest::parse(&bytes, None)
+            let parsed = manifest::parse(&bytes)
                 .map_err(|message| MirrorError::Manifest { what: by_digest.whole(), message })?;
             let uploaded = match &parsed {
                 Parsed::Index { children, .. } => {
@@ -184,23 +184,14 @@ impl Copier {
             .run(|| async {
                 let stream = source.blob(image, blob).await?;
                 to.upload(blob, stream).await.map_err(|error| match error {
-                    // The source stream ends in an error when its bytes miss their digest,
-                    // or the target finds the digest wrong: either way, name the source blob.
+                    // The source stream ends in an error when its bytes miss their digest, or
+                    // the target finds the digest wrong (`MirrorError::from_oci` and the ECR
+                    // target classify both): either way, name the source blob.
                     MirrorError::DigestMismatch { detail, .. } => MirrorError::DigestMismatch {
                         what: image.whole(),
                         digest: blob.digest.clone(),
                         detail,
                     },
-                    MirrorError::Unreachable { error: detail, .. }
-                    | MirrorError::Registry { message: detail, .. }
-                        if detail.contains("digest") =>
-                    {
-                        MirrorError::DigestMismatch {
-                            what: image.whole(),
-                            digest: blob.digest.clone(),
-                            detail,
-                        }
-                    }
                     other => other,
                 })
             })

@@ -184,6 +184,11 @@ impl Ecr {
             .and_then(|size| usize::try_from(size).ok())
             .filter(|size| *size > 0)
             .unwrap_or(DEFAULT_PART);
+        let mismatch = |detail: String| MirrorError::DigestMismatch {
+            what: format!("{repository} blob {}", blob.digest),
+            digest: blob.digest.clone(),
+            detail,
+        };
         let mut stream = std::pin::pin!(stream);
         let mut sent: u64 = 0;
         let mut pending = Bytes::new();
@@ -196,13 +201,7 @@ impl Ecr {
                 if pending.is_empty() {
                     match stream.next().await {
                         Some(Ok(chunk)) => pending = chunk,
-                        Some(Err(e)) => {
-                            return Err(MirrorError::DigestMismatch {
-                                what: format!("{repository} blob {}", blob.digest),
-                                digest: blob.digest.clone(),
-                                detail: e.to_string(),
-                            });
-                        }
+                        Some(Err(e)) => return Err(mismatch(e.to_string())),
                         None => {
                             ended = true;
                             break;
@@ -220,11 +219,10 @@ impl Ecr {
             sent += length;
         }
         if sent != blob.size {
-            return Err(MirrorError::DigestMismatch {
-                what: format!("{repository} blob {}", blob.digest),
-                digest: blob.digest.clone(),
-                detail: format!("received {sent} bytes, the manifest says {}", blob.size),
-            });
+            return Err(mismatch(format!(
+                "received {sent} bytes, the manifest says {}",
+                blob.size
+            )));
         }
         let completed = self
             .client
@@ -238,11 +236,7 @@ impl Ecr {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("LayerAlreadyExistsException") => Ok(()),
             Err(e) if e.code() == Some("InvalidLayerException") => {
-                Err(MirrorError::DigestMismatch {
-                    what: format!("{repository} blob {}", blob.digest),
-                    digest: blob.digest.clone(),
-                    detail: pillar_auth::aws_error_message(&e),
-                })
+                Err(mismatch(pillar_auth::aws_error_message(&e)))
             }
             Err(e) => Err(failure("CompleteLayerUpload", repository, &e)),
         }

@@ -50,13 +50,12 @@ impl Parsed {
     }
 }
 
-/// Parses `bytes`; `header_type` is the `Content-Type` the registry served it with, used when
-/// the manifest does not name its own media type (OCI allows that).
-pub fn parse(bytes: &[u8], header_type: Option<&str>) -> Result<Parsed, String> {
+/// Parses `bytes`. A manifest that does not name its media type (OCI allows that) is taken
+/// for an OCI index when it lists manifests, else for an OCI image manifest.
+pub fn parse(bytes: &[u8]) -> Result<Parsed, String> {
     let raw: Raw = serde_json::from_slice(bytes).map_err(|e| format!("not a manifest: {e}"))?;
     let media_type = raw
         .media_type
-        .or_else(|| header_type.map(str::to_owned))
         .or_else(|| raw.manifests.is_some().then(|| OCI_INDEX.to_owned()))
         .unwrap_or_else(|| OCI_MANIFEST.to_owned());
     match (raw.manifests, raw.config) {
@@ -89,7 +88,7 @@ mod tests {
         let index = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json",
             "manifests":[{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":"sha256:aa","size":7,
             "platform":{"architecture":"arm64","os":"linux"}}]}"#;
-        let Parsed::Index { media_type, children } = parse(index, None).unwrap() else {
+        let Parsed::Index { media_type, children } = parse(index).unwrap() else {
             panic!("an index")
         };
         assert_eq!(media_type, DOCKER_LIST);
@@ -100,7 +99,7 @@ mod tests {
     fn an_image_lists_config_first_then_layers() {
         let image = br#"{"schemaVersion":2,"config":{"mediaType":"c","digest":"sha256:c","size":1},
             "layers":[{"mediaType":"l","digest":"sha256:l1","size":2},{"mediaType":"l","digest":"sha256:l2","size":3}]}"#;
-        let parsed = parse(image, Some(OCI_MANIFEST)).unwrap();
+        let parsed = parse(image).unwrap();
         let Parsed::Image { blobs, .. } = &parsed else { panic!("an image") };
         let digests: Vec<_> = blobs.iter().map(|b| b.digest.as_str()).collect();
         assert_eq!(digests, ["sha256:c", "sha256:l1", "sha256:l2"]);
@@ -110,8 +109,8 @@ mod tests {
     #[test]
     fn schema_1_and_garbage_are_refused_with_a_reason() {
         let v1 = br#"{"schemaVersion":1,"mediaType":"application/vnd.docker.distribution.manifest.v1+json","fsLayers":[]}"#;
-        assert!(parse(v1, None).unwrap_err().contains("schema 1"));
-        assert!(parse(b"<html>", None).unwrap_err().contains("not a manifest"));
+        assert!(parse(v1).unwrap_err().contains("schema 1"));
+        assert!(parse(b"<html>").unwrap_err().contains("not a manifest"));
     }
 
     #[test]
