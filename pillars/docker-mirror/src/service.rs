@@ -205,6 +205,14 @@ impl Mirror {
             scan_on_push: image.scan_on_push,
             immutable_tags: image.immutable_tags,
         };
+        // One report for the whole entry when its tags cannot even be known.
+        let entry_failed = |reason: String| {
+            vec![ImageReport {
+                source: image.source.clone(),
+                target: format!("ecr:{}", image.ecr_repository),
+                outcome: Outcome::Failed { reason },
+            }]
+        };
         let prepared = async {
             let source = ImageRef::parse(&image.source)?;
             let to = self.ecr(&image.ecr_repository, settings)?;
@@ -213,13 +221,7 @@ impl Mirror {
         };
         let (source, to, registry) = match prepared.await {
             Ok(parts) => parts,
-            Err(error) => {
-                return vec![ImageReport {
-                    source: image.source.clone(),
-                    target: format!("ecr:{}", image.ecr_repository),
-                    outcome: Outcome::Failed { reason: error.to_string() },
-                }];
-            }
+            Err(error) => return entry_failed(error.to_string()),
         };
         let available = match self.copier.retry.run(|| registry.tags(&source.repository)).await {
             Ok(tags) => tags,
@@ -227,13 +229,7 @@ impl Mirror {
                 tracing::warn!(source = image.source, %error, "tags not listed; explicit tags only");
                 Vec::new()
             }
-            Err(error) => {
-                return vec![ImageReport {
-                    source: image.source.clone(),
-                    target: to.to_string(),
-                    outcome: Outcome::Failed { reason: format!("listing tags: {error}") },
-                }];
-            }
+            Err(error) => return entry_failed(format!("listing tags: {error}")),
         };
         let selection = select(image, &available);
         let jobs = selection.tags.iter().map(|tag| Job::tag(&source, tag.clone()));
@@ -242,7 +238,7 @@ impl Mirror {
         let jobs = companions.into_iter().map(|tag| Job::tag(&source, tag));
         reports.extend(self.mirror(&registry, jobs.collect(), &to, deadline).await);
         reports.extend(selection.filtered_out.into_iter().map(|tag| ImageReport {
-            source: format!("{source}:{tag}"),
+            source: named(&source, &tag),
             target: to.to_string(),
             outcome: Outcome::FilteredOut,
         }));
