@@ -253,7 +253,7 @@ impl MirrorQueue for NoQueue {
 fn webhook_latency() {
     let fixtures =
         PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo at run time"))
-            .join("../../shared/fixtures/bitbucket");
+            .join("fixtures/bitbucket");
     let secret = std::fs::read_to_string(fixtures.join("SECRET")).expect("fixture secret");
     let body = std::fs::read(fixtures.join("dc-repo-refs-changed.json")).expect("fixture");
     let manifest = Manifest::parse(

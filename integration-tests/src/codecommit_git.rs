@@ -21,6 +21,21 @@ use crate::http_backend::http_backend;
 /// CodeCommit refuses passwords signed further than this from its clock.
 const MAX_SKEW: Duration = Duration::minutes(15);
 
+/// CodeCommit makes the first branch pushed to an empty repository its default branch
+/// (HEAD); git leaves HEAD at `main` whatever was pushed.
+const FIRST_BRANCH_IS_DEFAULT: &str = r#"#!/bin/sh
+first=
+while read -r old new ref; do
+  if [ -z "$first" ] && [ "$new" != 0000000000000000000000000000000000000000 ]; then
+    case $ref in refs/heads/*) first=$ref ;; esac
+  fi
+done
+if [ -n "$first" ] && ! git rev-parse -q --verify HEAD >/dev/null; then
+  git symbolic-ref HEAD "$first"
+fi
+exit 0
+"#;
+
 /// What the stand-in needs to know to judge a request.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -175,13 +190,25 @@ impl Server {
             .arg(&dir)
             .status()
             .await;
-        match status {
-            Ok(s) if s.success() => Ok(()),
-            other => Err(text(
+        let initialised = match status {
+            Ok(s) if s.success() => {
+                std::fs::write(dir.join("hooks/post-receive"), FIRST_BRANCH_IS_DEFAULT).and_then(
+                    |()| {
+                        std::fs::set_permissions(
+                            dir.join("hooks/post-receive"),
+                            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                        )
+                    },
+                )
+            }
+            other => Err(std::io::Error::other(format!("{other:?}"))),
+        };
+        initialised.map_err(|error| {
+            text(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("git init {} failed: {other:?}", dir.display()),
-            )),
-        }
+                format!("git init {} failed: {error}", dir.display()),
+            )
+        })
     }
 }
 

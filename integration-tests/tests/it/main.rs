@@ -5,5 +5,6 @@ mod config_cli;
 mod docker_mirror;
 mod git_credentials;
 mod secrets;
+mod self_contained;
 mod source_control;
 mod support;

@@ -18,6 +18,9 @@ use clap::{Parser, Subcommand};
     about = "Run and check the pillars: source control, docker mirror, logging"
 )]
 struct Cli {
+    /// Show what the pillar is doing (-v: progress, -vv: details); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,8 +47,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    pillar_telemetry::init_tracing();
     let cli = Cli::parse();
+    pillar_telemetry::init_tracing_at(match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    });
     let outcome = match cli.command {
         Command::Config(command) => config::run(command),
         Command::GitCredential(args) => git_credential::run(args),

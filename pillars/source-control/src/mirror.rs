@@ -83,7 +83,10 @@ pub fn mirror(job: &MirrorJob, work_dir: &Path) -> Result<MirrorReport, MirrorEr
         .map_err(|error| MirrorError::Cache { path: cache.path().to_owned(), error })?;
     let fetch_ms = started.elapsed().as_millis() as u64;
     let target_refs = list_refs(&cache, &job.target, Side::Target)?.0;
-    let plan = RefPlan::between(&source_refs, &target_refs);
+    let mut plan = RefPlan::between(&source_refs, &target_refs);
+    if let Some(head) = &source_head {
+        plan.push_first(head);
+    }
     let compare_ms = started.elapsed().as_millis() as u64 - fetch_ms;
     for batch in
         plan.deletions.chunks(MAX_REFS_PER_PUSH).chain(plan.upserts.chunks(MAX_REFS_PER_PUSH))

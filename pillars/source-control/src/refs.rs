@@ -61,6 +61,15 @@ impl RefPlan {
         plan
     }
 
+    /// Moves the upsert of `branch` to the front: the first branch pushed into an empty
+    /// CodeCommit repository becomes its default branch, and that should be the source's.
+    pub fn push_first(&mut self, branch: &str) {
+        if let Some(at) = self.upserts.iter().position(|c| c.name == branch) {
+            let first = self.upserts.remove(at);
+            self.upserts.insert(0, first);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.deletions.is_empty() && self.upserts.is_empty()
     }
@@ -118,6 +127,15 @@ mod tests {
             ]
         );
         assert_eq!(plan.unchanged, 1);
+    }
+
+    #[test]
+    fn the_source_head_is_pushed_first() {
+        let source = map(&[("refs/heads/a", 1), ("refs/heads/main", 2), ("refs/tags/v1", 3)]);
+        let mut plan = RefPlan::between(&source, &RefMap::new());
+        plan.push_first("refs/heads/main");
+        let order: Vec<&str> = plan.changes().map(|c| c.name.as_str()).collect();
+        assert_eq!(order, ["refs/heads/main", "refs/heads/a", "refs/tags/v1"]);
     }
 
     #[test]

@@ -236,7 +236,7 @@ mod tests {
 
     fn fixtures() -> PathBuf {
         PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo at run time"))
-            .join("../../../shared/fixtures/bitbucket")
+            .join("../../integration-tests/fixtures/bitbucket")
     }
 
     fn secret() -> SecretString {

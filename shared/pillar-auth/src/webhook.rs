@@ -64,14 +64,14 @@ mod tests {
 
     fn fixture_dir() -> PathBuf {
         PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo at run time"))
-            .join("../../../shared/fixtures/bitbucket")
+            .join("../../integration-tests/fixtures/bitbucket")
     }
 
     /// (body, X-Hub-Signature) of every fixture, read from the `.headers` files.
     fn fixtures() -> Vec<(String, Vec<u8>, String)> {
         let dir = fixture_dir();
         let mut found = Vec::new();
-        for entry in std::fs::read_dir(&dir).expect("fixtures are in ../shared/fixtures") {
+        for entry in std::fs::read_dir(&dir).expect("fixtures are in integration-tests/fixtures") {
             let path = entry.expect("readable fixture dir").path();
             if path.extension().is_some_and(|e| e == "json") {
                 let body = std::fs::read(&path).expect("fixture body");

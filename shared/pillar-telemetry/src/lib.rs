@@ -8,15 +8,22 @@ pub use emf::{Metrics, Unit};
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global tracing subscriber: JSON lines when Lambda is configured with
-/// `AWS_LAMBDA_LOG_FORMAT=JSON`, readable lines otherwise, on standard error so that
-/// command output on standard out stays clean. The level comes from `RUST_LOG`, then
-/// `AWS_LAMBDA_LOG_LEVEL`, then `info` (the AWS configuration loader's fallbacks, such
-/// as a region lookup in instance metadata off EC2, only at `error`).
+/// Installs the global tracing subscriber for a Lambda or a server: JSON lines when Lambda
+/// is configured with `AWS_LAMBDA_LOG_FORMAT=JSON`, readable lines otherwise, on standard
+/// error so that command output on standard out stays clean. The level comes from
+/// `RUST_LOG`, then `AWS_LAMBDA_LOG_LEVEL`, then `info`.
 pub fn init_tracing() {
+    init_tracing_at("info");
+}
+
+/// As [`init_tracing`], with `default_level` (`warn`, `info`, `debug`...) when neither
+/// `RUST_LOG` nor `AWS_LAMBDA_LOG_LEVEL` is set: a command run by a person shows warnings
+/// only, unless asked for more. The AWS configuration loader's fallbacks, such as a region
+/// lookup in instance metadata off EC2, show only at `error`.
+pub fn init_tracing_at(default_level: &str) {
     let level = std::env::var("RUST_LOG")
         .or_else(|_| std::env::var("AWS_LAMBDA_LOG_LEVEL").map(|l| l.to_lowercase()))
-        .unwrap_or_else(|_| "info,aws_config=error".to_owned());
+        .unwrap_or_else(|_| format!("{default_level},aws_config=error"));
     let filter = EnvFilter::try_new(&level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));

@@ -1,4 +1,4 @@
-"""moto_server with the ECR layer API that moto 5.2 lacks, behaving like ECR.
+"""ECR's layer API, which moto 5.2 lacks, behaving like ECR.
 
 moto answers InitiateLayerUpload, UploadLayerPart, CompleteLayerUpload and
 BatchCheckLayerAvailability with "not implemented", does not check that an image's
@@ -12,27 +12,19 @@ This adds what the Docker mirror relies on, with ECR's rules:
 Layer bytes are hashed as they arrive and not kept: tests check availability, not content.
 """
 
+import base64
 import hashlib
 import json
-import sys
 import uuid
 
-from moto.core.exceptions import ServiceException
 from moto.ecr.models import ecr_backends
 from moto.ecr.responses import ECRResponse
-from moto.server import main
+
+from errors import error
 
 PART_SIZE = 5 * 1024 * 1024
 LAYERS = {}  # (account, region, repository) -> set of digests
 UPLOADS = {}  # upload id -> {"key", "sha256", "size"}
-
-
-def error(code, message):
-    class Error(ServiceException):
-        pass
-
-    Error.code = code
-    return Error(message)
 
 
 def repository(response):
@@ -80,8 +72,6 @@ def upload(self):
 
 def upload_layer_part(self):
     key, upload_id, state = upload(self)
-    import base64
-
     blob = base64.b64decode(self._get_param("layerPartBlob"))
     first, last = self._get_param("partFirstByte"), self._get_param("partLastByte")
     if first != state["size"] or last != first + len(blob) - 1:
@@ -133,11 +123,9 @@ def put_image(self):
     return original_put_image(self)
 
 
-ECRResponse.batch_check_layer_availability = batch_check_layer_availability
-ECRResponse.initiate_layer_upload = initiate_layer_upload
-ECRResponse.upload_layer_part = upload_layer_part
-ECRResponse.complete_layer_upload = complete_layer_upload
-ECRResponse.put_image = put_image
-
-if __name__ == "__main__":
-    sys.exit(main())
+def install():
+    ECRResponse.batch_check_layer_availability = batch_check_layer_availability
+    ECRResponse.initiate_layer_upload = initiate_layer_upload
+    ECRResponse.upload_layer_part = upload_layer_part
+    ECRResponse.complete_layer_upload = complete_layer_upload
+    ECRResponse.put_image = put_image
