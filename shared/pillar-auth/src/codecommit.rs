@@ -43,11 +43,26 @@ pub enum GitCredentialError {
 }
 
 /// A git username and password for one CodeCommit repository, valid for about 15 minutes.
-#[derive(Debug)]
 pub struct GitCredentials {
     /// `AKID`, or `AKID%SESSION_TOKEN` for temporary credentials (not URL-encoded).
     pub username: String,
     pub password: SecretString,
+}
+
+/// Shows the access key id only: the username carries the session token, as secret as the
+/// password for as long as it lasts.
+impl std::fmt::Debug for GitCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (access_key_id, token) = match self.username.split_once('%') {
+            Some((access_key_id, _)) => (access_key_id, Some("[REDACTED]")),
+            None => (self.username.as_str(), None),
+        };
+        f.debug_struct("GitCredentials")
+            .field("access_key_id", &access_key_id)
+            .field("session_token", &token)
+            .field("password", &self.password)
+            .finish()
+    }
 }
 
 /// The parts of the request that the password signs.
@@ -226,6 +241,25 @@ mod tests {
         assert_eq!(b.username, "access");
         assert_eq!(a.password.expose_secret(), b.password.expose_secret());
         assert!(!format!("{a:?}").contains(a.password.expose_secret()), "Debug must redact");
+    }
+
+    #[test]
+    fn debug_shows_the_access_key_but_not_the_session_token_or_password() {
+        let req = request("git-codecommit.us-west-2.amazonaws.com", "test_repo", "us-west-2");
+        let at = datetime!(2017-12-24 11:53:20 UTC);
+        let token = "FwoGZXIvYXdzEJr//////////session-token";
+        let signed = sign_for(
+            &Credentials::new("AKIDEXAMPLE", "secret", Some(token.into()), None, "t"),
+            &req,
+            at,
+        );
+        let shown = format!("{signed:?}");
+        assert!(shown.contains("AKIDEXAMPLE"), "{shown}");
+        assert!(!shown.contains("session-token"), "Debug must hide the session token: {shown}");
+        assert!(!shown.contains(signed.password.expose_secret()), "{shown}");
+        let plain =
+            format!("{:?}", sign_for(&Credentials::new("AKID2", "s", None, None, "t"), &req, at));
+        assert!(plain.contains("AKID2") && !plain.contains('%'), "{plain}");
     }
 
     #[test]
