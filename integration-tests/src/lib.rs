@@ -3,6 +3,7 @@
 //! The tests themselves live in `tests/it`.
 
 pub mod codecommit_git;
+pub mod faults;
 pub mod git_source;
 mod http_backend;
 pub mod measure;

@@ -4,6 +4,7 @@
 mod config_cli;
 mod docker_mirror;
 mod git_credentials;
+mod scp_faults;
 mod secrets;
 mod self_contained;
 mod source_control;

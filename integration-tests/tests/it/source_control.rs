@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::Value;
+use source_control::service::Mirrorer;
+use source_control::workdir::WorkDir;
 
 use crate::support::{
     Git, SourceServer, WorkTree, codecommit_url, create_codecommit_repository, env, heads_and_tags,
@@ -30,11 +32,11 @@ fn names(report: &Value, key: &str) -> Vec<String> {
 }
 
 /// The target's heads and tags, through the credential helper.
-fn target_refs(repository: &str) -> BTreeMap<String, String> {
+pub(crate) fn target_refs(repository: &str) -> BTreeMap<String, String> {
     heads_and_tags(&Git::with_pillar_helper(), &codecommit_url(repository))
 }
 
-fn assert_mirrored(source: &WorkTree, source_url: &str, repository: &str) {
+pub(crate) fn assert_mirrored(source: &WorkTree, source_url: &str, repository: &str) {
     let expected = heads_and_tags(&source.git, source_url);
     assert_eq!(target_refs(repository), expected, "target differs from source");
 }
@@ -288,7 +290,7 @@ fn a_ref_the_target_refuses_is_named_in_the_error() {
     assert!(target.contains_key("refs/heads/main") && !target.contains_key("refs/heads/forbidden"));
 }
 
-fn create_fifo_queue(sqs: &aws_sdk_sqs::Client) -> String {
+pub(crate) fn create_fifo_queue(sqs: &aws_sdk_sqs::Client) -> String {
     let created = crate::support::runtime().block_on(
         sqs.create_queue()
             .queue_name(format!("{}.fifo", unique("mirror")))
@@ -299,7 +301,10 @@ fn create_fifo_queue(sqs: &aws_sdk_sqs::Client) -> String {
 }
 
 /// Up to 10 waiting messages.
-fn receive(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+pub(crate) fn receive(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+) -> Vec<aws_sdk_sqs::types::Message> {
     let received = crate::support::runtime()
         .block_on(sqs.receive_message().queue_url(queue_url).max_number_of_messages(10).send());
     received.expect("ReceiveMessage").messages.unwrap_or_default()
@@ -407,8 +412,8 @@ fn signed_webhooks_flow_through_sqs_to_an_exact_mirror() {
     assert_eq!(messages.len(), 2, "one request per push, none for the ping: {messages:?}");
     let event = source_control::queue::sqs_event(&messages);
 
-    let mirrorer = mirrorer(&manifest_path, &dir.path().join("work"), None);
-    let response = runtime.block_on(mirrorer.handle_sqs(event));
+    let mirrorer = mirrorer(&manifest_path, &dir.path().join("work"));
+    let response = runtime.block_on(mirrorer.handle_sqs(event, None)).response;
     assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
     assert_mirrored(&data_center, &server.url("networking-terraform"), &dc_target);
     assert_mirrored(&cloud, &cloud_path, &cloud_target);
@@ -467,8 +472,8 @@ fn reconcile_queues_every_repository_and_measures_drift() {
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let queue =
         source_control::queue::SqsQueue { client: sqs.clone(), queue_url: create_fifo_queue(&sqs) };
-    let mirrorer = mirrorer(&manifest_path, &work, None);
-    let report = crate::support::runtime().block_on(mirrorer.reconcile(&queue, "run-1"));
+    let mirrorer = mirrorer(&manifest_path, &work);
+    let report = crate::support::runtime().block_on(mirrorer.reconcile(&queue, "run-1", None));
     assert!(report.not_queued.is_empty());
     let mut queued: Vec<String> = receive(&sqs, &queue.queue_url)
         .iter()
@@ -482,45 +487,46 @@ fn reconcile_queues_every_repository_and_measures_drift() {
     let drifted: BTreeMap<String, f64> = report
         .metrics
         .iter()
-        .map(|m| {
+        .filter_map(|m| {
             let document = m.to_json(0);
-            (
-                document["Repository"].as_str().expect("dimension").to_owned(),
+            assert_eq!(document["DriftCheckFailed"], 0.0, "{document}");
+            Some((
+                document["Repository"].as_str()?.to_owned(),
                 document["RefsDrifted"].as_f64().expect("value"),
-            )
+            ))
         })
         .collect();
     assert_eq!(drifted[&synced_target], 0.0);
     assert_eq!(drifted[&drifting_target], 2.0, "main moved and `third` is new");
-    assert!(report.metrics.iter().all(|m| m.to_json(0)["MirrorLagSeconds"].as_f64().is_some()));
+    let total = report.metrics.last().expect("totals").to_json(0);
+    assert_eq!(total["RepositoriesDrifted"], 1.0, "{total}");
 }
 
-/// A mirror service over `manifest`, caching under `work_dir`, with the CodeCommit API
-/// client of the test's choosing (`None`: moto); the git side is always the stand-in.
-fn mirrorer(
-    manifest: &Path,
-    work_dir: &Path,
-    api: Option<aws_sdk_codecommit::Client>,
-) -> source_control::service::Mirrorer {
+/// A mirror service over `manifest` with the stand-ins' CodeCommit, caching in `work`.
+pub(crate) fn mirrorer_in(manifest: &Path, work: WorkDir) -> Mirrorer {
     let aws = crate::support::aws_config();
-    let codecommit = source_control::codecommit::CodeCommit::new(&aws).expect("CodeCommit");
-    source_control::service::Mirrorer::new(
+    Mirrorer::new(
         pillar_config::Manifest::load(manifest).expect("manifest"),
-        match api {
-            Some(client) => codecommit.with_client(client),
-            None => codecommit,
-        },
+        source_control::codecommit::CodeCommit::new(&aws).expect("CodeCommit"),
         std::sync::Arc::new(pillar_auth::secrets::SecretCache::new(
             aws_sdk_secretsmanager::Client::new(&aws),
             std::time::Duration::from_secs(60),
         )),
-        work_dir.to_owned(),
+        work,
         true,
     )
 }
 
+/// A mirror service over `manifest`, caching under `work_dir` without a size limit.
+fn mirrorer(manifest: &Path, work_dir: &Path) -> Mirrorer {
+    mirrorer_in(manifest, WorkDir::new(work_dir, None))
+}
+
 /// Writes a manifest of (CodeCommit name, source URL, Bitbucket key) into `dir`.
-fn write_manifest(dir: &Path, repositories: &[(&str, &str, &str)]) -> std::path::PathBuf {
+pub(crate) fn write_manifest(
+    dir: &Path,
+    repositories: &[(&str, &str, &str)],
+) -> std::path::PathBuf {
     let text: String = repositories
         .iter()
         .map(|(codecommit, source, bitbucket)| {
@@ -532,29 +538,8 @@ fn write_manifest(dir: &Path, repositories: &[(&str, &str, &str)]) -> std::path:
     path
 }
 
-/// A CodeCommit API whose repository has `default` as default branch and that accepts
-/// UpdateDefaultBranch to `develop`; moto has no UpdateDefaultBranch. Returns the client and
-/// the rule counting the updates.
-fn stubbed_api(default: &'static str) -> (aws_sdk_codecommit::Client, aws_smithy_mocks::Rule) {
-    use aws_sdk_codecommit::Client;
-    use aws_sdk_codecommit::operation::get_repository::GetRepositoryOutput;
-    use aws_sdk_codecommit::operation::update_default_branch::UpdateDefaultBranchOutput;
-    use aws_sdk_codecommit::types::RepositoryMetadata;
-    use aws_smithy_mocks::{RuleMode, mock, mock_client};
-
-    let get = mock!(Client::get_repository).then_output(move || {
-        GetRepositoryOutput::builder()
-            .repository_metadata(RepositoryMetadata::builder().default_branch(default).build())
-            .build()
-    });
-    let update = mock!(Client::update_default_branch)
-        .match_requests(|r| r.default_branch_name() == Some("develop"))
-        .then_output(|| UpdateDefaultBranchOutput::builder().build());
-    (mock_client!(aws_sdk_codecommit, RuleMode::MatchAny, [&get, &update]), update)
-}
-
 /// CodeCommit's default branch as boto3 reads it (None when the repository has none).
-fn default_branch(repository: &str) -> Option<String> {
+pub(crate) fn default_branch(repository: &str) -> Option<String> {
     let script = "import sys, boto3\n\
         meta = boto3.client('codecommit').get_repository(repositoryName=sys.argv[1])['repositoryMetadata']\n\
         print(meta.get('defaultBranch', ''))";
@@ -581,63 +566,19 @@ fn the_default_branch_follows_the_source_head() {
     create_codecommit_repository(&repository);
     let dir = tempfile::tempdir().expect("temp dir");
     let manifest = write_manifest(dir.path(), &[(&repository, &server.url("app"), "A/b")]);
+    let mirrorer = mirrorer(&manifest, &dir.path().join("work"));
     let mirror = || {
-        crate::support::runtime()
-            .block_on(
-                mirrorer(&manifest, &dir.path().join("work"), None).mirror_repository(&repository),
-            )
-            .expect("mirror")
+        let report =
+            crate::support::runtime().block_on(mirrorer.mirror_repository(&repository, None));
+        report.expect("mirror").source_head.map(|head| head.to_string())
     };
 
-    assert_eq!(mirror().source_head.as_deref(), Some("refs/heads/main"));
+    assert_eq!(mirror().as_deref(), Some("refs/heads/main"));
     assert_eq!(default_branch(&repository).as_deref(), Some("main"));
 
     source.git(&["checkout", "-q", "-b", "develop"]);
     source.commit("two");
-    assert_eq!(mirror().source_head.as_deref(), Some("refs/heads/develop"));
+    assert_eq!(mirror().as_deref(), Some("refs/heads/develop"));
     assert_eq!(default_branch(&repository).as_deref(), Some("develop"));
     assert_eq!(cloned_head(&repository), "refs/heads/develop\tHEAD");
-}
-
-/// CodeCommit refuses to delete its default branch (as git refuses to delete the current
-/// branch of a bare repository): when the source deletes it, the refused run still moves
-/// the default, so the next run converges.
-#[test]
-fn deleting_the_targets_default_branch_converges_on_the_next_run() {
-    let server = SourceServer::start(None);
-    let source = server.repository("app");
-    source.commit("one");
-    let repository = unique("default-deleted");
-    create_codecommit_repository(&repository);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let manifest = write_manifest(dir.path(), &[(&repository, &server.url("app"), "A/b")]);
-    let work = dir.path().join("work");
-    let mirror_with = |default: &'static str| {
-        let (api, update) = stubbed_api(default);
-        let outcome = crate::support::runtime()
-            .block_on(mirrorer(&manifest, &work, Some(api)).mirror_repository(&repository));
-        (outcome, update.num_calls())
-    };
-    assert!(mirror_with("main").0.is_ok());
-
-    source.git(&["checkout", "-q", "-b", "develop"]);
-    source.git(&["branch", "-D", "main"]);
-
-    let (refused, updates) = mirror_with("main");
-    let message = refused.expect_err("the target refuses to delete its default branch").to_string();
-    assert!(message.contains("refs/heads/main"), "{message}");
-    assert_eq!(updates, 1, "the default branch must follow the source even when refs are refused");
-
-    // What UpdateDefaultBranch does to the repository behind the git endpoint; the stand-in,
-    // like CodeCommit, refuses to delete the branch its HEAD names until then.
-    let served = Path::new(&env("PILLAR_CODECOMMIT_REPOS_DIR")).join(format!("{repository}.git"));
-    ok(Git::plain().command().arg("--git-dir").arg(&served).args([
-        "symbolic-ref",
-        "HEAD",
-        "refs/heads/develop",
-    ]));
-    let (converged, updates) = mirror_with("develop");
-    assert_eq!(converged.expect("converges").deleted, ["refs/heads/main"]);
-    assert_eq!(updates, 0);
-    assert_mirrored(&source, &server.url("app"), &repository);
 }

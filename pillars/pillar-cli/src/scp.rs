@@ -4,14 +4,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use aws_sdk_sqs::types::MessageSystemAttributeName;
 use clap::Subcommand;
 use pillar_auth::secrets::DEFAULT_TTL;
 use pillar_config::Manifest;
 use source_control::codecommit::CodeCommit;
-use source_control::mirror::{MirrorJob, MirrorReport, compare, mirror};
+use source_control::mirror::{GitMirror, MirrorJob, MirrorReport};
 use source_control::queue::sqs_event;
-use source_control::service::Mirrorer;
+use source_control::service::{Mirrorer, SyncError, mirror_to_codecommit};
 use source_control::transport::Endpoint;
+use source_control::workdir::WorkDir;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -54,9 +56,8 @@ pub struct Ends {
     /// Same forms as --source.
     #[arg(long)]
     target: String,
-    /// Where the bare cache and the lock live.
-    #[arg(long, default_value_os_t = default_work_dir())]
-    work_dir: PathBuf,
+    #[command(flatten)]
+    work: WorkArgs,
 }
 
 /// The repositories of a manifest.
@@ -65,12 +66,28 @@ pub struct ManifestRun {
     /// The deployment manifest.
     #[arg(long)]
     config: PathBuf,
-    /// Where the bare caches and locks live.
-    #[arg(long, default_value_os_t = default_work_dir())]
-    work_dir: PathBuf,
+    #[command(flatten)]
+    work: WorkArgs,
     /// Fail instead of creating missing CodeCommit repositories.
     #[arg(long)]
     no_create: bool,
+}
+
+/// Where the bare caches and their locks live, and how much they may take.
+#[derive(Debug, clap::Args)]
+pub struct WorkArgs {
+    #[arg(long, default_value_os_t = default_work_dir())]
+    work_dir: PathBuf,
+    /// MiB the caches may take together; the least recently used are evicted past it
+    /// (default: half of the work directory's file system).
+    #[arg(long)]
+    cache_limit_mib: Option<u64>,
+}
+
+impl WorkArgs {
+    fn work_dir(&self) -> WorkDir {
+        WorkDir::with_limit_or_default(&self.work_dir, self.cache_limit_mib)
+    }
 }
 
 fn default_work_dir() -> PathBuf {
@@ -79,35 +96,68 @@ fn default_work_dir() -> PathBuf {
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Mirror { ends, json } => {
-            let report = mirror(&ends.job()?, &ends.work_dir)?;
-            print_report(&report, json)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Verify { ends } => {
-            let drift = compare(&ends.job()?, &ends.work_dir)?;
-            if drift.plan.is_empty() {
-                println!("identical: {} refs", drift.plan.unchanged);
-                return Ok(ExitCode::SUCCESS);
-            }
-            for change in drift.plan.changes() {
-                let state = match (change.old, change.new) {
-                    (None, _) => "missing on target",
-                    (_, None) => "only on target",
-                    _ => "differs",
-                };
-                println!("{state:<18} {}", change.name);
-            }
-            println!(
-                "{} refs drift, {} identical",
-                drift.plan.changes().count(),
-                drift.plan.unchanged
-            );
-            Ok(ExitCode::FAILURE)
-        }
+        Command::Mirror { ends, json } => crate::runtime()?.block_on(mirror(ends, json)),
+        Command::Verify { ends } => crate::runtime()?.block_on(verify(ends)),
         Command::Sync { run } => crate::runtime()?.block_on(sync(run)),
         Command::Drain { run, queue_url } => crate::runtime()?.block_on(drain(run, &queue_url)),
     }
+}
+
+/// Into CodeCommit, the default branch follows the source's, as the Lambda does it.
+async fn mirror(ends: Ends, json: bool) -> anyhow::Result<ExitCode> {
+    let git = GitMirror::new();
+    let job = ends.job().await?;
+    let work = ends.work.work_dir();
+    let outcome = match codecommit_name(&ends.target) {
+        Some(repository) => {
+            let codecommit = CodeCommit::new(&aws_config::load_from_env().await)?;
+            let default_branch = codecommit.ensure_repository(repository, false).await?;
+            let target = (&codecommit, repository, default_branch);
+            mirror_to_codecommit(&git, target, &job, &work, None).await
+        }
+        None => {
+            let report = git.run(&job, &work, None).await?;
+            if report.refused.is_empty() {
+                Ok(report)
+            } else {
+                let repository = ends.target.clone();
+                Err(SyncError::Refused { repository, report: Box::new(report) })
+            }
+        }
+    };
+    match outcome {
+        Ok(report) => {
+            print_report(&report, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(SyncError::Refused { repository, report }) => {
+            print_report(&report, json)?;
+            anyhow::bail!(
+                "{repository} refused {} ref(s): {}",
+                report.refused.len(),
+                report.refusals()
+            )
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn verify(ends: Ends) -> anyhow::Result<ExitCode> {
+    let drift = GitMirror::new().compare(&ends.job().await?, None).await?;
+    if drift.is_empty() {
+        println!("identical: {} refs", drift.unchanged);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for change in drift.changes() {
+        let state = match (change.old, change.new) {
+            (None, _) => "missing on target",
+            (_, None) => "only on target",
+            _ => "differs",
+        };
+        println!("{state:<18} {}", change.name);
+    }
+    println!("{} refs drift, {} identical", drift.changes().count(), drift.unchanged);
+    Ok(ExitCode::FAILURE)
 }
 
 impl ManifestRun {
@@ -116,7 +166,7 @@ impl ManifestRun {
         let manifest = Manifest::load(&self.config)?;
         let aws = aws_config::load_from_env().await;
         let mirrorer =
-            Mirrorer::from_aws(manifest, &aws, self.work_dir, !self.no_create, DEFAULT_TTL)?;
+            Mirrorer::from_aws(manifest, &aws, self.work.work_dir(), !self.no_create, DEFAULT_TTL)?;
         Ok((mirrorer, aws))
     }
 }
@@ -130,6 +180,7 @@ async fn drain(run: ManifestRun, queue_url: &str) -> anyhow::Result<ExitCode> {
             .receive_message()
             .queue_url(queue_url)
             .max_number_of_messages(10)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
             .wait_time_seconds(1)
             .send()
             .await
@@ -138,7 +189,7 @@ async fn drain(run: ManifestRun, queue_url: &str) -> anyhow::Result<ExitCode> {
         if messages.is_empty() {
             break;
         }
-        let response = mirrorer.handle_sqs(sqs_event(&messages)).await;
+        let response = mirrorer.handle_sqs(sqs_event(&messages), None).await.response;
         let retry: Vec<&str> =
             response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
         for message in &messages {
@@ -167,7 +218,7 @@ async fn sync(run: ManifestRun) -> anyhow::Result<ExitCode> {
     let (mirrorer, _) = run.mirrorer().await?;
     let mut failed = 0;
     for name in mirrorer.repository_names() {
-        match mirrorer.mirror_repository(&name).await {
+        match mirrorer.mirror_repository(&name, None).await {
             Ok(report) => println!(
                 "ok      {name}: {} created, {} updated, {} deleted, {} unchanged",
                 report.created.len(),
@@ -190,18 +241,21 @@ async fn sync(run: ManifestRun) -> anyhow::Result<ExitCode> {
 
 impl Ends {
     /// The job between the two ends, credentials resolved.
-    fn job(&self) -> anyhow::Result<MirrorJob> {
-        crate::runtime()?.block_on(async {
-            let source = endpoint(&self.source).await?;
-            let target = endpoint(&self.target).await?;
-            Ok(MirrorJob { name: cache_name(&source, &target), source, target })
-        })
+    async fn job(&self) -> anyhow::Result<MirrorJob> {
+        let source = endpoint(&self.source).await?;
+        let target = endpoint(&self.target).await?;
+        Ok(MirrorJob { name: cache_name(&source, &target), source, target })
     }
+}
+
+/// The repository of a `codecommit://<repository>` URL.
+fn codecommit_name(url: &str) -> Option<&str> {
+    url.strip_prefix("codecommit://")
 }
 
 /// `codecommit://<repository>` through the AWS configuration; anything else as given.
 async fn endpoint(url: &str) -> anyhow::Result<Endpoint> {
-    match url.strip_prefix("codecommit://") {
+    match codecommit_name(url) {
         Some(repository) => {
             let aws = aws_config::load_from_env().await;
             let codecommit = CodeCommit::new(&aws)?;
@@ -237,11 +291,15 @@ fn print_report(report: &MirrorReport, json: bool) -> anyhow::Result<()> {
             println!("{what:<8} {name}");
         }
     }
+    for refusal in &report.refused {
+        println!("REFUSED  {} ({})", refusal.name, refusal.reason);
+    }
     println!(
-        "{} created, {} updated, {} deleted, {} unchanged",
+        "{} created, {} updated, {} deleted, {} refused, {} unchanged",
         report.created.len(),
         report.updated.len(),
         report.deleted.len(),
+        report.refused.len(),
         report.unchanged
     );
     Ok(())

@@ -2,10 +2,15 @@
 //! current, so that builds of low-layer services work with Bitbucket down.
 
 pub mod codecommit;
+pub mod local;
 pub mod mirror;
+pub mod pack;
+pub mod protocol;
 pub mod queue;
 pub mod refs;
 pub mod service;
 pub mod settings;
+pub mod smart_http;
 pub mod transport;
 pub mod webhook;
+pub mod workdir;

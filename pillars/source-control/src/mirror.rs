@@ -1,57 +1,113 @@
-//! The mirror engine: bring a bare cache up to date with the source, compare the source's
-//! branches and tags with the target's, and push only the difference.
+//! The mirror engine: bring a bare cache up to date with the source (libgit2 fetch),
+//! compare the source's branches and tags with the target's, and push only the difference
+//! (our receive-pack client): deletions first, then creates and updates, in batches, each
+//! ref's outcome read. A ref the target refuses is reported and holds nothing else back.
 
-use std::cell::{Cell, RefCell};
-use std::fs::File;
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use git2::{Direction, FetchOptions, PushOptions, Repository};
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use git2::{FetchOptions, Oid, Repository};
 use serde::Serialize;
 
-use crate::refs::{MAX_REFS_PER_PUSH, RefChange, RefMap, RefPlan, mirrored};
-use crate::transport::{Endpoint, configure_libgit2};
+use crate::local;
+use crate::pack::{self, PackPlan};
+use crate::protocol::{Advertisement, Command, Report, encode_commands};
+use crate::refs::{MAX_REFS_PER_PUSH, RefChange, RefMap, RefName, RefPlan, mirrored};
+use crate::smart_http::SmartHttp;
+use crate::transport::{Endpoint, Location, configure_libgit2};
+use crate::workdir::{LockError, WorkDir};
 
 /// What a mirror run did, or would report to an operator.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct MirrorReport {
-    pub created: Vec<String>,
-    pub updated: Vec<String>,
-    pub deleted: Vec<String>,
+    pub created: Vec<RefName>,
+    pub updated: Vec<RefName>,
+    pub deleted: Vec<RefName>,
+    /// Changes the target refused, with its reasons; everything else went through.
+    pub refused: Vec<Refusal>,
     pub unchanged: usize,
-    /// The branch the source's HEAD points at, if it has one.
-    pub source_head: Option<String>,
+    /// The branch the source's HEAD names, if it has one.
+    pub source_head: Option<RefName>,
     /// Whether any objects had to be fetched from the source.
     pub fetched: bool,
 }
 
+/// A ref change the target would not take.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    pub name: RefName,
+    pub reason: String,
+}
+
+impl MirrorReport {
+    fn accept(&mut self, change: &RefChange) {
+        let list = match (change.old, change.new) {
+            (None, _) => &mut self.created,
+            (_, None) => &mut self.deleted,
+            _ => &mut self.updated,
+        };
+        list.push(change.name.clone());
+    }
+
+    fn refuse(&mut self, change: &RefChange, reason: impl Into<String>) {
+        self.refused.push(Refusal { name: change.name.clone(), reason: reason.into() });
+    }
+
+    /// `a (why), b (why)`: the refused refs for a message.
+    pub fn refusals(&self) -> String {
+        let shown: Vec<String> =
+            self.refused.iter().map(|r| format!("{} ({})", r.name, r.reason)).collect();
+        shown.join(", ")
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
-    #[error("cannot lock {}: {error}; is the work directory writable?", path.display())]
-    Lock { path: PathBuf, error: std::io::Error },
-    #[error("the cache {} is unusable: {error}; delete it and run again", path.display())]
-    Cache { path: PathBuf, error: git2::Error },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("the cache {} is unusable: {message}; delete it and run again", path.display())]
+    Cache { path: PathBuf, message: String },
+    #[error(
+        "the work directory {} is full ({message}) even with every other cache evicted: the cache of `{repository}` alone needs more; give the work directory more room (Lambda: raise the function's ephemeral storage; CLI: free disk space or use another --work-dir)",
+        path.display()
+    )]
+    WorkDirFull { path: PathBuf, repository: String, message: String },
     #[error("{side} {url} refused our credentials: {hint}")]
     CredentialsRefused { side: Side, url: String, hint: &'static str },
     #[error("cannot reach {side} {url}: {error}")]
-    Unreachable { side: Side, url: String, error: git2::Error },
+    Unreachable { side: Side, url: String, error: String },
+    #[error("{side} {url}: no repository there; check the URL and that the repository exists")]
+    NotFound { side: Side, url: String },
+    #[error("{side} {url}: {message}")]
+    Protocol { side: Side, url: String, message: String },
     #[error("fetching from {url} failed: {error}")]
-    Fetch { url: String, error: git2::Error },
+    Fetch { url: String, error: String },
     #[error("pushing to {url} failed: {error}")]
-    Push { url: String, error: git2::Error },
-    #[error("{url} refused {} ref(s): {}", refused.len(), refused.iter().map(|(r, why)| format!("{r} ({why})")).collect::<Vec<_>>().join(", "))]
-    Refused {
-        url: String,
-        refused: Vec<(String, String)>,
-        /// The source's HEAD branch: a target may refuse to delete its default branch until
-        /// the default follows the source.
-        source_head: Option<String>,
-    },
+    Push { url: String, error: String },
+    #[error("stopped at the deadline while {phase}; the next run carries on from the cache")]
+    Deadline { phase: &'static str },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     Source,
     Target,
+}
+
+impl Side {
+    pub fn credentials_hint(self) -> &'static str {
+        match self {
+            Self::Source => {
+                "check the source credentials secret (username:password) and its permissions"
+            }
+            Self::Target => {
+                "check the AWS credentials and their codecommit:GitPull/GitPush permissions"
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for Side {
@@ -71,67 +127,350 @@ pub struct MirrorJob {
     pub target: Endpoint,
 }
 
-/// Mirrors `job.source` into `job.target`, using `work_dir/<name>.git` as cache.
-/// Holds `work_dir/<name>.lock` for the duration, so one repository is mirrored by one
-/// process at a time. Blocking: run it on a blocking thread.
-pub fn mirror(job: &MirrorJob, work_dir: &Path) -> Result<MirrorReport, MirrorError> {
-    let (_lock, cache) = open_locked(work_dir, &job.name)?;
+/// How far the target is behind the source, from their ref listings alone.
+pub type Drift = RefPlan;
 
-    let started = std::time::Instant::now();
-    let (source_refs, source_head, fetched) = fetch_source(&cache, &job.source)?;
-    update_cache_refs(&cache, &source_refs)
-        .map_err(|error| MirrorError::Cache { path: cache.path().to_owned(), error })?;
-    let fetch_ms = started.elapsed().as_millis() as u64;
-    let target_refs = list_refs(&cache, &job.target, Side::Target)?.0;
-    let mut plan = RefPlan::between(&source_refs, &target_refs);
-    if let Some(head) = &source_head {
-        plan.push_first(head);
-    }
-    let compare_ms = started.elapsed().as_millis() as u64 - fetch_ms;
-    for batch in
-        plan.deletions.chunks(MAX_REFS_PER_PUSH).chain(plan.upserts.chunks(MAX_REFS_PER_PUSH))
-    {
-        push(&cache, &job.target, batch).map_err(|error| match error {
-            MirrorError::Refused { url, refused, .. } => {
-                MirrorError::Refused { url, refused, source_head: source_head.clone() }
-            }
-            other => other,
-        })?;
-    }
-    tracing::info!(
-        repository = job.name,
-        deletions = plan.deletions.len(),
-        upserts = plan.upserts.len(),
-        unchanged = plan.unchanged,
-        fetch_ms,
-        compare_ms,
-        push_ms = started.elapsed().as_millis() as u64 - fetch_ms - compare_ms,
-        "mirror pass"
-    );
-
-    let mut report =
-        MirrorReport { unchanged: plan.unchanged, source_head, fetched, ..MirrorReport::default() };
-    for change in plan.changes() {
-        let list = match (change.old, change.new) {
-            (None, _) => &mut report.created,
-            (_, None) => &mut report.deleted,
-            _ => &mut report.updated,
-        };
-        list.push(change.name.clone());
-    }
-    Ok(report)
+/// Runs mirrors; built once per process (its HTTP client pools connections).
+#[derive(Debug, Clone, Default)]
+pub struct GitMirror {
+    http: SmartHttp,
 }
 
-/// Takes `work_dir/<name>.lock` (held while the returned file lives) and opens the cache
-/// `work_dir/<name>.git`.
-fn open_locked(work_dir: &Path, name: &str) -> Result<(File, Repository), MirrorError> {
-    configure_libgit2();
-    let path = work_dir.join(format!("{name}.lock"));
-    let locked = std::fs::create_dir_all(work_dir)
-        .and_then(|()| File::create(&path))
-        .and_then(|file| file.lock().map(|()| file));
-    let lock = locked.map_err(|error| MirrorError::Lock { path, error })?;
-    Ok((lock, open_cache(&work_dir.join(format!("{name}.git")))?))
+/// Bytes of pack gathered before they are sent as one piece of the request body.
+const SEND_CHUNK: usize = 256 * 1024;
+
+impl GitMirror {
+    pub fn new() -> Self {
+        configure_libgit2();
+        Self { http: SmartHttp::new() }
+    }
+
+    /// Mirrors `job.source` into `job.target` through the cache `work/<name>.git`, held
+    /// locked for the duration. With a `deadline`, stops before it (the cache keeps what
+    /// was fetched; what was pushed stays pushed).
+    pub async fn run(
+        &self,
+        job: &MirrorJob,
+        work: &WorkDir,
+        deadline: Option<Instant>,
+    ) -> Result<MirrorReport, MirrorError> {
+        let started = Instant::now();
+        let cache = {
+            let (work, name) = (work.clone(), job.name.clone());
+            let locked = blocking(move || work.lock(&name).map_err(MirrorError::from));
+            before(deadline, "waiting for the cache lock", locked).await?
+        };
+        let source = self.list(&job.source, Side::Source, deadline).await?;
+        let source_refs = mirrored(source.refs);
+        let fetched = match self.fetch(&cache.path, job, &source_refs, deadline).await {
+            Err(MirrorError::WorkDirFull { .. }) => {
+                tracing::warn!(
+                    repository = job.name,
+                    "work directory full; evicting every other cache"
+                );
+                work.evict_all_but(&job.name);
+                self.fetch(&cache.path, job, &source_refs, deadline).await?
+            }
+            other => other?,
+        };
+        let fetch_ms = started.elapsed().as_millis();
+        let target = self.list(&job.target, Side::Target, deadline).await?;
+        let mut plan = RefPlan::between(&source_refs, &mirrored(target.refs.clone()));
+        if let Some(head) = &source.head {
+            plan.push_first(head);
+        }
+        let mut report = MirrorReport {
+            unchanged: plan.unchanged,
+            source_head: source.head,
+            fetched,
+            ..MirrorReport::default()
+        };
+        let mut haves: Vec<Oid> = target.refs.iter().map(|(_, oid)| *oid).collect();
+        for batch in
+            plan.deletions.chunks(MAX_REFS_PER_PUSH).chain(plan.upserts.chunks(MAX_REFS_PER_PUSH))
+        {
+            let accepted =
+                self.push(job, &cache.path, &target, batch, &haves, deadline, &mut report).await?;
+            haves.extend(accepted);
+        }
+        work.fit(&job.name);
+        tracing::info!(
+            repository = job.name,
+            deletions = plan.deletions.len(),
+            upserts = plan.upserts.len(),
+            refused = report.refused.len(),
+            unchanged = plan.unchanged,
+            fetch_ms,
+            push_ms = started.elapsed().as_millis() - fetch_ms,
+            "mirror pass"
+        );
+        Ok(report)
+    }
+
+    /// Compares the source's and the target's branches and tags without fetching objects
+    /// or touching a cache.
+    pub async fn compare(
+        &self,
+        job: &MirrorJob,
+        deadline: Option<Instant>,
+    ) -> Result<Drift, MirrorError> {
+        let source = self.list(&job.source, Side::Source, deadline).await?;
+        let target = self.list(&job.target, Side::Target, deadline).await?;
+        Ok(RefPlan::between(&mirrored(source.refs), &mirrored(target.refs)))
+    }
+
+    /// What `endpoint` advertises: over smart HTTP, or read from a local repository.
+    pub async fn list(
+        &self,
+        endpoint: &Endpoint,
+        side: Side,
+        deadline: Option<Instant>,
+    ) -> Result<Advertisement, MirrorError> {
+        let location = endpoint.location().map_err(|reason| MirrorError::Protocol {
+            side,
+            url: endpoint.display_url(),
+            message: reason,
+        })?;
+        let listed = match location {
+            Location::Http => {
+                let service = match side {
+                    Side::Source => "git-upload-pack",
+                    Side::Target => "git-receive-pack",
+                };
+                before(deadline, "listing refs", self.http.advertisement(endpoint, side, service))
+                    .await
+            }
+            Location::Local(path) => {
+                let url = endpoint.display_url();
+                let read = blocking(move || {
+                    local::advertisement(&path).map_err(|e| MirrorError::Unreachable {
+                        side,
+                        url,
+                        error: e.message().to_owned(),
+                    })
+                });
+                before(deadline, "listing refs", read).await
+            }
+        }?;
+        Ok(listed)
+    }
+
+    /// Downloads what the cache lacks of `wanted`, then makes the cache's refs exactly
+    /// `wanted` (the haves of the next fetch). Returns whether anything was downloaded.
+    async fn fetch(
+        &self,
+        cache: &Path,
+        job: &MirrorJob,
+        wanted: &RefMap,
+        deadline: Option<Instant>,
+    ) -> Result<bool, MirrorError> {
+        let (cache, job, wanted) = (cache.to_owned(), job.clone(), wanted.clone());
+        let fetched = blocking(move || fetch_blocking(&cache, &job, &wanted, deadline));
+        before(deadline, "fetching from the source", fetched).await
+    }
+
+    /// Pushes one batch, splitting it when the target cannot store its objects, so that
+    /// one bad ref cannot hold back the others. Records each ref's outcome in `report`;
+    /// returns the new values the target accepted.
+    #[allow(clippy::too_many_arguments)]
+    async fn push(
+        &self,
+        job: &MirrorJob,
+        cache: &Path,
+        target: &Advertisement,
+        batch: &[RefChange],
+        haves: &[Oid],
+        deadline: Option<Instant>,
+        report: &mut MirrorReport,
+    ) -> Result<Vec<Oid>, MirrorError> {
+        let mut accepted = Vec::new();
+        let mut pending = vec![batch];
+        while let Some(changes) = pending.pop() {
+            let answer = self.push_once(job, cache, target, changes, haves, deadline).await?;
+            match answer.unpack {
+                Err(reason) if changes.len() > 1 => {
+                    tracing::warn!(
+                        repository = job.name,
+                        refs = changes.len(),
+                        reason,
+                        "the target could not store a batch; splitting it"
+                    );
+                    let (first, second) = changes.split_at(changes.len() / 2);
+                    pending.extend([second, first]);
+                }
+                Err(reason) => {
+                    report.refuse(&changes[0], format!("the target could not store it: {reason}"));
+                }
+                Ok(()) => {
+                    for change in changes {
+                        match answer.refs.iter().find(|(name, _)| *name == change.name) {
+                            Some((_, None)) => {
+                                report.accept(change);
+                                accepted.extend(change.new);
+                            }
+                            Some((_, Some(reason))) => report.refuse(change, reason.clone()),
+                            None => report.refuse(change, "the target reported nothing for it"),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(accepted)
+    }
+
+    /// One receive-pack exchange for `changes`.
+    async fn push_once(
+        &self,
+        job: &MirrorJob,
+        cache: &Path,
+        target: &Advertisement,
+        changes: &[RefChange],
+        haves: &[Oid],
+        deadline: Option<Instant>,
+    ) -> Result<Report, MirrorError> {
+        let commands: Vec<Command> = changes
+            .iter()
+            .map(|c| Command {
+                name: c.name.clone(),
+                old: c.old.unwrap_or(Oid::ZERO_SHA1),
+                new: c.new.unwrap_or(Oid::ZERO_SHA1),
+            })
+            .collect();
+        let plan = commands.iter().any(|c| !c.is_delete()).then(|| PackPlan {
+            wants: changes.iter().filter_map(|c| c.new).collect(),
+            haves: haves.to_vec(),
+        });
+        let url = job.target.display_url();
+        let location = job.target.location().map_err(|message| MirrorError::Protocol {
+            side: Side::Target,
+            url: url.clone(),
+            message,
+        })?;
+        let keep_going = move || deadline.is_none_or(|d| Instant::now() < d);
+        match location {
+            Location::Local(path) => {
+                let cache = cache.to_owned();
+                let received = blocking(move || {
+                    let repo = open_cache(&cache)?;
+                    local::receive(&repo, &path, &commands, plan.as_ref(), keep_going)
+                        .map_err(|e| MirrorError::Push { url, error: e.message().to_owned() })
+                });
+                before(deadline, "pushing", received).await
+            }
+            Location::Http => {
+                if commands.iter().any(Command::is_delete) && !target.supports("delete-refs") {
+                    let reason = "the target does not accept deletions (no delete-refs)";
+                    let refs = changes.iter().map(|c| (c.name.clone(), Some(reason.into())));
+                    return Ok(Report { refs: refs.collect(), ..Report::default() });
+                }
+                let sideband = target.supports("side-band-64k");
+                let mut capabilities = vec!["report-status", AGENT];
+                capabilities.extend(
+                    ["side-band-64k", "delete-refs", "ofs-delta"]
+                        .into_iter()
+                        .filter(|c| target.supports(c)),
+                );
+                let head = Bytes::from(encode_commands(&commands, &capabilities));
+                let Some(plan) = plan else {
+                    let request = futures_util::stream::once(async move { Ok(head) });
+                    let sent = self.http.receive_pack(&job.target, request, sideband);
+                    return before(deadline, "pushing", sent).await;
+                };
+                let (pack, built) = pack_stream(cache.to_owned(), plan, keep_going);
+                let request = futures_util::stream::once(async move { Ok(head) }).chain(pack);
+                let sent = before(
+                    deadline,
+                    "pushing",
+                    self.http.receive_pack(&job.target, request, sideband),
+                )
+                .await;
+                match built.await {
+                    // A failed build explains a failed request better than the request can.
+                    Ok(Err(Some(error))) => Err(MirrorError::Cache {
+                        path: cache.to_owned(),
+                        message: format!("building the pack: {}", error.message()),
+                    }),
+                    _ => sent,
+                }
+            }
+        }
+    }
+}
+
+const AGENT: &str = concat!("agent=pillars-scp/", env!("CARGO_PKG_VERSION"));
+
+/// The pack for `plan`, built on a blocking thread and streamed in pieces of about
+/// [`SEND_CHUNK`] bytes, so a pack of any size takes little memory. The handle ends with
+/// `Err(None)` when the stream's reader went away first.
+fn pack_stream(
+    cache: PathBuf,
+    plan: PackPlan,
+    keep_going: impl Fn() -> bool + Send + 'static,
+) -> (
+    impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    tokio::task::JoinHandle<Result<u32, Option<git2::Error>>>,
+) {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    let built = tokio::task::spawn_blocking(move || {
+        let repo = Repository::open_bare(&cache).map_err(Some)?;
+        let reader_gone = Cell::new(false);
+        let mut piece = BytesMut::with_capacity(SEND_CHUNK);
+        let send = |piece: &mut BytesMut| {
+            let sent = sender.blocking_send(Ok(piece.split().freeze())).is_ok();
+            reader_gone.set(!sent);
+            sent
+        };
+        let result = pack::build(&repo, &plan, keep_going, |chunk| {
+            piece.extend_from_slice(chunk);
+            piece.len() < SEND_CHUNK || send(&mut piece)
+        });
+        let result = result.and_then(|objects| {
+            if piece.is_empty() || send(&mut piece) {
+                Ok(objects)
+            } else {
+                Err(git2::Error::from_str("stopped"))
+            }
+        });
+        match result {
+            Ok(objects) => Ok(objects),
+            Err(_) if reader_gone.get() => Err(None),
+            Err(error) => {
+                let _ =
+                    sender.blocking_send(Err(std::io::Error::other(error.message().to_owned())));
+                Err(Some(error))
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    });
+    (stream, built)
+}
+
+/// Runs blocking work (libgit2, the file system) off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, MirrorError> + Send + 'static,
+) -> Result<T, MirrorError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|panic| {
+        Err(MirrorError::Cache {
+            path: PathBuf::new(),
+            message: format!("mirror task failed: {panic}"),
+        })
+    })
+}
+
+/// `work`, unless `deadline` comes first.
+async fn before<T>(
+    deadline: Option<Instant>,
+    phase: &'static str,
+    work: impl Future<Output = Result<T, MirrorError>>,
+) -> Result<T, MirrorError> {
+    match deadline {
+        None => work.await,
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
+            .await
+            .unwrap_or(Err(MirrorError::Deadline { phase })),
+    }
 }
 
 /// Opens the bare cache, starting a new one when it is missing or damaged (a run killed
@@ -144,203 +483,105 @@ fn open_cache(path: &Path) -> Result<Repository, MirrorError> {
         tracing::warn!(cache = %path.display(), "cache unreadable; starting a new one");
         let _ = std::fs::remove_dir_all(path);
     }
-    Repository::init_bare(path).map_err(|error| MirrorError::Cache { path: path.to_owned(), error })
+    Repository::init_bare(path).map_err(|error| cache_error(path, &error))
 }
 
-/// Lists `endpoint`'s mirrored refs and the branch its HEAD names.
-fn list_refs(
-    cache: &Repository,
-    endpoint: &Endpoint,
-    side: Side,
-) -> Result<(RefMap, Option<String>), MirrorError> {
-    let refused = Cell::new(false);
-    let mut remote = cache
-        .remote_anonymous(&endpoint.url)
-        .map_err(|error| connection_error(side, endpoint, &refused, error))?;
-    let direction = if side == Side::Source { Direction::Fetch } else { Direction::Push };
-    let connection = remote
-        .connect_auth(direction, Some(endpoint.callbacks(&refused)), None)
-        .map_err(|error| connection_error(side, endpoint, &refused, error))?;
-    let advertised = connection
-        .list()
-        .map_err(|error| connection_error(side, endpoint, &refused, error))?
-        .iter()
-        .map(|head| (head.name().to_owned(), head.oid()))
-        .collect::<Vec<_>>();
-    let head = connection.default_branch().ok().and_then(|b| b.as_str().ok().map(str::to_owned));
-    Ok((mirrored(advertised), head))
+fn cache_error(path: &Path, error: &git2::Error) -> MirrorError {
+    MirrorError::Cache { path: path.to_owned(), message: error.message().to_owned() }
 }
 
-fn connection_error(
-    side: Side,
-    endpoint: &Endpoint,
-    refused: &Cell<bool>,
-    error: git2::Error,
-) -> MirrorError {
-    let url = endpoint.display_url();
-    if refused.get()
-        || matches!(error.code(), git2::ErrorCode::Auth)
-        || error.message().contains("401")
-        || error.message().contains("403")
-    {
-        let hint = match side {
-            Side::Source => {
-                "check the source credentials secret (username:password) and its permissions"
-            }
-            Side::Target => {
-                "check the AWS credentials and their codecommit:GitPull/GitPush permissions"
-            }
-        };
-        MirrorError::CredentialsRefused { side, url, hint }
-    } else {
-        MirrorError::Unreachable { side, url, error }
-    }
-}
-
-/// A failure while moving objects: refused credentials as such; anything else as a failed
-/// fetch from the source or push to the target.
-fn transfer_error(
-    side: Side,
-    endpoint: &Endpoint,
-    refused: &Cell<bool>,
-    error: git2::Error,
-) -> MirrorError {
-    match connection_error(side, endpoint, refused, error) {
-        MirrorError::Unreachable { url, error, .. } => match side {
-            Side::Source => MirrorError::Fetch { url, error },
-            Side::Target => MirrorError::Push { url, error },
-        },
-        credentials => credentials,
-    }
-}
-
-/// Lists the source and downloads whatever objects the cache lacks. Returns the source's
-/// refs, its HEAD branch, and whether anything was downloaded.
-fn fetch_source(
-    cache: &Repository,
-    source: &Endpoint,
-) -> Result<(RefMap, Option<String>, bool), MirrorError> {
-    let (refs, head) = list_refs(cache, source, Side::Source)?;
-    let odb =
-        cache.odb().map_err(|error| MirrorError::Cache { path: cache.path().to_owned(), error })?;
-    if refs.values().all(|oid| odb.exists(*oid)) {
-        return Ok((refs, head, false));
-    }
-    let refused = Cell::new(false);
-    let mut remote = cache
-        .remote_anonymous(&source.url)
-        .map_err(|error| connection_error(Side::Source, source, &refused, error))?;
-    let mut options = FetchOptions::new();
-    options.remote_callbacks(source.callbacks(&refused)).download_tags(git2::AutotagOption::None);
-    remote
-        .download(&["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], Some(&mut options))
-        .map_err(|error| transfer_error(Side::Source, source, &refused, error))?;
-    // The source may have moved between listing and downloading; mirror what was listed,
-    // as long as the download brought it. Otherwise the next run catches up.
-    let missing: Vec<&String> =
-        refs.iter().filter(|(_, oid)| !odb.exists(**oid)).map(|(name, _)| name).collect();
-    if !missing.is_empty() {
-        return Err(MirrorError::Fetch {
-            url: source.display_url(),
-            error: git2::Error::from_str(&format!(
-                "the source moved while fetching ({} refs); run again",
-                missing.len()
-            )),
+/// The libgit2 side of [`GitMirror::fetch`].
+fn fetch_blocking(
+    cache_path: &Path,
+    job: &MirrorJob,
+    wanted: &RefMap,
+    deadline: Option<Instant>,
+) -> Result<bool, MirrorError> {
+    let cache = open_cache(cache_path)?;
+    let odb = cache.odb().map_err(|e| cache_error(cache_path, &e))?;
+    let missing = || wanted.values().filter(|oid| !odb.exists(**oid)).count();
+    let fetched = missing() > 0;
+    if fetched {
+        let source = &job.source;
+        let refused = Cell::new(false);
+        let keep_going = || deadline.is_none_or(|d| Instant::now() < d);
+        let mut callbacks = source.callbacks(&refused);
+        callbacks.transfer_progress(|_| keep_going());
+        callbacks.sideband_progress(|_| keep_going());
+        let mut options = FetchOptions::new();
+        options.remote_callbacks(callbacks).download_tags(git2::AutotagOption::None);
+        let downloaded = cache.remote_anonymous(&source.url).and_then(|mut remote| {
+            remote.download(
+                &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+                Some(&mut options),
+            )
         });
-    }
-    Ok((refs, head, true))
-}
-
-/// Makes the cache's branches and tags exactly the source's: its refs are what the next
-/// fetch offers the source as already present, and what pushes send from.
-fn update_cache_refs(cache: &Repository, source: &RefMap) -> Result<(), git2::Error> {
-    let mut local = RefMap::new();
-    for reference in cache.references()? {
-        let reference = reference?;
-        if let (Ok(name), Some(oid)) = (reference.name(), reference.target()) {
-            local.insert(name.to_owned(), oid);
+        if let Err(error) = downloaded {
+            return Err(fetch_error(job, cache_path, refused.get(), &error, !keep_going()));
+        }
+        // The source may have moved between listing and downloading; mirror what was
+        // listed, as long as the download brought it. Otherwise the next run catches up.
+        if missing() > 0 {
+            return Err(MirrorError::Fetch {
+                url: source.display_url(),
+                error: format!("the source moved while fetching ({} refs); run again", missing()),
+            });
         }
     }
-    let plan = RefPlan::between(source, &mirrored(local));
-    for change in &plan.deletions {
-        cache.find_reference(&change.name)?.delete()?;
+    update_cache_refs(&cache, wanted).map_err(|e| cache_error(cache_path, &e))?;
+    Ok(fetched)
+}
+
+fn fetch_error(
+    job: &MirrorJob,
+    cache: &Path,
+    refused: bool,
+    error: &git2::Error,
+    late: bool,
+) -> MirrorError {
+    let url = job.source.display_url();
+    let message = error.message();
+    if late {
+        MirrorError::Deadline { phase: "fetching from the source" }
+    } else if refused
+        || error.code() == git2::ErrorCode::Auth
+        || message.contains("401")
+        || message.contains("403")
+    {
+        MirrorError::CredentialsRefused {
+            side: Side::Source,
+            url,
+            hint: Side::Source.credentials_hint(),
+        }
+    } else if message.contains("No space left on device") {
+        MirrorError::WorkDirFull {
+            path: cache.parent().unwrap_or(cache).to_owned(),
+            repository: job.name.clone(),
+            message: message.to_owned(),
+        }
+    } else {
+        MirrorError::Fetch { url, error: message.to_owned() }
     }
-    for change in &plan.upserts {
-        if let Some(new) = change.new {
-            cache.reference(&change.name, new, true, "pillars mirror")?;
+}
+
+/// Makes the cache's branches and tags exactly `wanted`: they are what the next fetch
+/// offers the source as already present. Names that are not UTF-8 have no ref in the
+/// cache (libgit2 writes only UTF-8 names); their objects are fetched all the same.
+fn update_cache_refs(cache: &Repository, wanted: &RefMap) -> Result<(), git2::Error> {
+    let mut current = RefMap::new();
+    for reference in cache.references()? {
+        let reference = reference?;
+        if let Some(oid) = reference.target() {
+            current.insert(RefName::new(reference.name_bytes()), oid);
+        }
+    }
+    let plan = RefPlan::between(wanted, &mirrored(current));
+    for change in plan.changes() {
+        let Some(name) = change.name.as_str() else { continue };
+        match change.new {
+            Some(new) => drop(cache.reference(name, new, true, "pillars mirror")?),
+            None => cache.find_reference(name)?.delete()?,
         }
     }
     Ok(())
-}
-
-/// Pushes one batch of changes and checks each ref's own status: libgit2 reports a push
-/// with rejected refs as a success otherwise.
-fn push(cache: &Repository, target: &Endpoint, batch: &[RefChange]) -> Result<(), MirrorError> {
-    let refspecs: Vec<String> = batch
-        .iter()
-        .map(|change| match change.new {
-            Some(_) => format!("+{0}:{0}", change.name),
-            None => format!(":{}", change.name),
-        })
-        .collect();
-    let refused_credentials = Cell::new(false);
-    let rejected = RefCell::new(Vec::new());
-    let mut callbacks = target.callbacks(&refused_credentials);
-    callbacks.push_update_reference(|name, status| {
-        if let Some(reason) = status {
-            rejected.borrow_mut().push((name.to_owned(), reason.to_owned()));
-        }
-        Ok(())
-    });
-    let mut options = PushOptions::new();
-    // 0: one packbuilder thread per core (libgit2 defaults to a single one).
-    options.remote_callbacks(callbacks).packbuilder_parallelism(0);
-    let mut remote = cache
-        .remote_anonymous(&target.url)
-        .map_err(|error| connection_error(Side::Target, target, &refused_credentials, error))?;
-    remote
-        .push(&refspecs, Some(&mut options))
-        .map_err(|error| transfer_error(Side::Target, target, &refused_credentials, error))?;
-    drop(options);
-    let rejected = rejected.into_inner();
-    if rejected.is_empty() {
-        Ok(())
-    } else {
-        Err(MirrorError::Refused {
-            url: target.display_url(),
-            refused: rejected,
-            source_head: None,
-        })
-    }
-}
-
-/// How far the target is behind the source, from their ref listings alone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Drift {
-    /// What a mirror would change.
-    pub plan: RefPlan,
-    /// Age of the oldest source change the target lacks, as far as the cache knows the
-    /// commits (0 when in sync, or when the cache has never seen the missing commits).
-    pub lag_seconds: i64,
-}
-
-/// Compares the source's and the target's branches and tags without fetching objects.
-pub fn compare(job: &MirrorJob, work_dir: &Path) -> Result<Drift, MirrorError> {
-    let (_lock, cache) = open_locked(work_dir, &job.name)?;
-    let (source_refs, _) = list_refs(&cache, &job.source, Side::Source)?;
-    let (target_refs, _) = list_refs(&cache, &job.target, Side::Target)?;
-    let plan = RefPlan::between(&source_refs, &target_refs);
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let lag_seconds = plan
-        .changes()
-        .filter_map(|change| {
-            let known = [change.new, change.old].into_iter().flatten().find_map(|oid| {
-                cache.find_object(oid, None).and_then(|o| o.peel_to_commit()).ok()
-            })?;
-            Some(now - known.time().seconds())
-        })
-        .max()
-        .unwrap_or(0)
-        .max(0);
-    Ok(Drift { plan, lag_seconds })
 }

@@ -53,7 +53,9 @@ impl MirrorQueue for SqsQueue {
     }
 }
 
-/// Received messages as the event Lambda's SQS event source mapping would deliver.
+/// Received messages as the event Lambda's SQS event source mapping would deliver, their
+/// system attributes (`MessageGroupId`, `SentTimestamp`, ...) included when they were
+/// asked for.
 pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> SqsEvent {
     let mut event = SqsEvent::default();
     event.records = messages
@@ -63,6 +65,12 @@ pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> SqsEvent {
             record.message_id = message.message_id.clone();
             record.receipt_handle = message.receipt_handle.clone();
             record.body = message.body.clone();
+            record.attributes = message
+                .attributes()
+                .into_iter()
+                .flatten()
+                .map(|(name, value)| (name.as_str().to_owned(), value.clone()))
+                .collect();
             record
         })
         .collect();

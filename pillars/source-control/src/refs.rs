@@ -1,30 +1,94 @@
 //! Which refs a mirror manages, and what must change on the target to match the source.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use git2::Oid;
+use serde::{Serialize, Serializer};
+
+/// A ref name exactly as git stores it: bytes, usually but not always UTF-8 (git allows
+/// any byte but a few ASCII ones). Shown with `\xNN` for bytes that are not UTF-8.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RefName(Vec<u8>);
+
+impl RefName {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Self(bytes.into())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The name as text, when it is UTF-8.
+    pub fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+
+    /// Branches and tags are mirrored; everything else (`refs/pull-requests/*`,
+    /// `refs/pull/*`, `refs/notes/*`, `HEAD`, peeled `^{}` entries) is hidden.
+    pub fn is_mirrored(&self) -> bool {
+        (self.0.starts_with(b"refs/heads/") || self.0.starts_with(b"refs/tags/"))
+            && !self.0.ends_with(b"^{}")
+    }
+
+    /// The branch's short name (`main` for `refs/heads/main`), when it is a UTF-8 branch.
+    pub fn branch(&self) -> Option<&str> {
+        self.as_str()?.strip_prefix("refs/heads/")
+    }
+}
+
+impl From<&str> for RefName {
+    fn from(name: &str) -> Self {
+        Self(name.as_bytes().to_vec())
+    }
+}
+
+impl PartialEq<&str> for RefName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl fmt::Display for RefName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            f.write_str(chunk.valid())?;
+            for byte in chunk.invalid() {
+                write!(f, "\\x{byte:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RefName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
+impl Serialize for RefName {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
 
 /// Ref name → the object it points at (for annotated tags, the tag object itself).
-pub type RefMap = BTreeMap<String, Oid>;
+pub type RefMap = BTreeMap<RefName, Oid>;
 
 /// CodeCommit accepts at most this many ref changes in one push.
 pub const MAX_REFS_PER_PUSH: usize = 4_000;
 
-/// Branches and tags are mirrored; everything else (`refs/pull-requests/*`, `refs/pull/*`,
-/// `refs/notes/*`, `HEAD`, peeled `^{}` entries) is hidden and never pushed.
-pub fn is_mirrored(name: &str) -> bool {
-    (name.starts_with("refs/heads/") || name.starts_with("refs/tags/")) && !name.ends_with("^{}")
-}
-
 /// Keeps only the mirrored refs of an advertisement.
-pub fn mirrored(advertised: impl IntoIterator<Item = (String, Oid)>) -> RefMap {
-    advertised.into_iter().filter(|(name, _)| is_mirrored(name)).collect()
+pub fn mirrored(advertised: impl IntoIterator<Item = (RefName, Oid)>) -> RefMap {
+    advertised.into_iter().filter(|(name, _)| name.is_mirrored()).collect()
 }
 
 /// One ref to change on the target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefChange {
-    pub name: String,
+    pub name: RefName,
     /// What the target has now; `None` creates.
     pub old: Option<Oid>,
     /// What it must point at; `None` deletes.
@@ -63,8 +127,8 @@ impl RefPlan {
 
     /// Moves the upsert of `branch` to the front: the first branch pushed into an empty
     /// CodeCommit repository becomes its default branch, and that should be the source's.
-    pub fn push_first(&mut self, branch: &str) {
-        if let Some(at) = self.upserts.iter().position(|c| c.name == branch) {
+    pub fn push_first(&mut self, branch: &RefName) {
+        if let Some(at) = self.upserts.iter().position(|c| c.name == *branch) {
             let first = self.upserts.remove(at);
             self.upserts.insert(0, first);
         }
@@ -89,7 +153,7 @@ mod tests {
     }
 
     fn map(entries: &[(&str, u8)]) -> RefMap {
-        entries.iter().map(|(n, o)| ((*n).to_owned(), oid(*o))).collect()
+        entries.iter().map(|(n, o)| (RefName::from(*n), oid(*o))).collect()
     }
 
     #[test]
@@ -104,11 +168,22 @@ mod tests {
             "refs/notes/commits",
             "refs/remotes/origin/main",
         ]
-        .map(|n| (n.to_owned(), oid(1)));
+        .map(|n| (RefName::from(n), oid(1)));
         assert_eq!(
             mirrored(advertised).keys().collect::<Vec<_>>(),
-            ["refs/heads/main", "refs/tags/v1"]
+            [&RefName::from("refs/heads/main"), &RefName::from("refs/tags/v1")]
         );
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_keep_their_bytes_and_show_them_escaped() {
+        let name = RefName::new(b"refs/heads/caf\xe9".to_vec());
+        assert!(name.is_mirrored());
+        assert_eq!(name.as_str(), None);
+        assert_eq!(name.branch(), None);
+        assert_eq!(name.to_string(), "refs/heads/caf\\xe9");
+        assert_eq!(serde_json::to_string(&name).expect("json"), r#""refs/heads/caf\\xe9""#);
+        assert_eq!(RefName::from("refs/heads/fëature").to_string(), "refs/heads/fëature");
     }
 
     #[test]
@@ -116,14 +191,14 @@ mod tests {
         let source = map(&[("refs/heads/a/b", 1), ("refs/heads/main", 2), ("refs/tags/v1", 3)]);
         let target = map(&[("refs/heads/a", 1), ("refs/heads/main", 9), ("refs/tags/v1", 3)]);
         let plan = RefPlan::between(&source, &target);
-        let order: Vec<(&str, Option<Oid>, Option<Oid>)> =
-            plan.changes().map(|c| (c.name.as_str(), c.old, c.new)).collect();
+        let order: Vec<(String, Option<Oid>, Option<Oid>)> =
+            plan.changes().map(|c| (c.name.to_string(), c.old, c.new)).collect();
         assert_eq!(
             order,
             [
-                ("refs/heads/a", Some(oid(1)), None),
-                ("refs/heads/a/b", None, Some(oid(1))),
-                ("refs/heads/main", Some(oid(9)), Some(oid(2))),
+                ("refs/heads/a".to_owned(), Some(oid(1)), None),
+                ("refs/heads/a/b".to_owned(), None, Some(oid(1))),
+                ("refs/heads/main".to_owned(), Some(oid(9)), Some(oid(2))),
             ]
         );
         assert_eq!(plan.unchanged, 1);
@@ -133,8 +208,8 @@ mod tests {
     fn the_source_head_is_pushed_first() {
         let source = map(&[("refs/heads/a", 1), ("refs/heads/main", 2), ("refs/tags/v1", 3)]);
         let mut plan = RefPlan::between(&source, &RefMap::new());
-        plan.push_first("refs/heads/main");
-        let order: Vec<&str> = plan.changes().map(|c| c.name.as_str()).collect();
+        plan.push_first(&RefName::from("refs/heads/main"));
+        let order: Vec<String> = plan.changes().map(|c| c.name.to_string()).collect();
         assert_eq!(order, ["refs/heads/main", "refs/heads/a", "refs/tags/v1"]);
     }
 

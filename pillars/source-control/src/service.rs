@@ -1,25 +1,32 @@
 //! The pillar's jobs over the manifest: mirror a configured repository (the SQS consumer
 //! and `pillar scp sync`), and reconcile (queue every repository, measure drift).
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use futures_util::StreamExt;
 use pillar_auth::secrets::{SecretCache, SecretError};
 use pillar_config::{Manifest, Repository};
 use pillar_telemetry::{Metrics, Unit};
 use secrecy::SecretString;
 
 use crate::codecommit::{CodeCommit, CodeCommitError};
-use crate::mirror::{MirrorError, MirrorJob, MirrorReport, compare, mirror};
+use crate::mirror::{Drift, GitMirror, MirrorError, MirrorJob, MirrorReport};
 use crate::queue::{MirrorQueue, MirrorRequest, QueueError};
 use crate::settings::MirrorSettings;
 use crate::transport::{Auth, Endpoint};
+use crate::workdir::WorkDir;
 
 /// CloudWatch namespace of the pillar's metrics.
 pub const METRICS_NAMESPACE: &str = "Pillars/SourceControl";
+
+/// No new mirror starts with less time than this before the deadline, unless set otherwise.
+const START_MARGIN: Duration = Duration::from_secs(30);
+
+/// Drift checks (two ref listings each) run at the same time.
+const DRIFT_CONCURRENCY: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -35,8 +42,12 @@ pub enum SyncError {
     CodeCommit(#[from] CodeCommitError),
     #[error("mirror of `{repository}`: {error}")]
     Mirror { repository: String, error: MirrorError },
-    #[error("mirror of `{repository}` stopped unexpectedly: {message}")]
-    Crashed { repository: String, message: String },
+    #[error(
+        "mirror of `{repository}`: the target refused {} ref(s): {}; everything else was mirrored",
+        report.refused.len(),
+        report.refusals()
+    )]
+    Refused { repository: String, report: Box<MirrorReport> },
 }
 
 /// What a reconcile run did.
@@ -44,8 +55,28 @@ pub enum SyncError {
 pub struct ReconcileReport {
     /// Repositories that could not be queued (the run fails, so the schedule retries).
     pub not_queued: Vec<QueueError>,
-    /// `RefsDrifted` and `MirrorLagSeconds` per repository.
+    /// Per repository `RefsDrifted` (when measured) and `DriftCheckFailed`; then the totals
+    /// `RepositoriesDrifted` and `DriftCheckFailed`, without dimension, for alarms.
     pub metrics: Vec<Metrics>,
+}
+
+/// What handling one SQS batch did.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// The messages to retry.
+    pub response: SqsBatchResponse,
+    /// Per repository handled: `MirrorFailed`, and `MirrorLagSeconds` (from the request's
+    /// sending to its mirror being done) when it succeeded.
+    pub metrics: Vec<Metrics>,
+}
+
+impl BatchOutcome {
+    fn retry(&mut self, message_id: &str, why: &str) {
+        tracing::warn!(message_id, why, "mirror request left for a retry");
+        let mut failure = BatchItemFailure::default();
+        failure.item_identifier = message_id.to_owned();
+        self.response.batch_item_failures.push(failure);
+    }
 }
 
 /// Mirrors the manifest's repositories into CodeCommit.
@@ -54,8 +85,10 @@ pub struct Mirrorer {
     repositories: Arc<HashMap<String, Repository>>,
     codecommit: CodeCommit,
     secrets: Arc<SecretCache>,
-    work_dir: PathBuf,
+    git: GitMirror,
+    work: WorkDir,
     create_missing: bool,
+    start_margin: Duration,
 }
 
 impl Mirrorer {
@@ -63,12 +96,25 @@ impl Mirrorer {
         manifest: Manifest,
         codecommit: CodeCommit,
         secrets: Arc<SecretCache>,
-        work_dir: PathBuf,
+        work: WorkDir,
         create_missing: bool,
     ) -> Self {
         let repositories =
             manifest.repositories.into_iter().map(|r| (r.codecommit.clone(), r)).collect();
-        Self { repositories: Arc::new(repositories), codecommit, secrets, work_dir, create_missing }
+        Self {
+            repositories: Arc::new(repositories),
+            codecommit,
+            secrets,
+            git: GitMirror::new(),
+            work,
+            create_missing,
+            start_margin: START_MARGIN,
+        }
+    }
+
+    /// No new mirror starts with less than `margin` left before a deadline.
+    pub fn with_start_margin(self, margin: Duration) -> Self {
+        Self { start_margin: margin, ..self }
     }
 
     /// A mirrorer for a Lambda: manifest and settings from its environment.
@@ -79,7 +125,7 @@ impl Mirrorer {
         Self::from_aws(
             Manifest::load(&settings.manifest)?,
             aws,
-            settings.work_dir.clone(),
+            WorkDir::with_limit_or_default(&settings.work_dir, settings.cache_limit_mib),
             settings.create_repositories,
             settings.secret_ttl,
         )
@@ -89,12 +135,12 @@ impl Mirrorer {
     pub fn from_aws(
         manifest: Manifest,
         aws: &aws_config::SdkConfig,
-        work_dir: PathBuf,
+        work: WorkDir,
         create_missing: bool,
         secret_ttl: Duration,
     ) -> Result<Self, SyncError> {
         let secrets = SecretCache::new(aws_sdk_secretsmanager::Client::new(aws), secret_ttl);
-        Ok(Self::new(manifest, CodeCommit::new(aws)?, Arc::new(secrets), work_dir, create_missing))
+        Ok(Self::new(manifest, CodeCommit::new(aws)?, Arc::new(secrets), work, create_missing))
     }
 
     /// The configured CodeCommit names, sorted.
@@ -104,47 +150,17 @@ impl Mirrorer {
         names
     }
 
-    /// Mirrors one configured repository, creating the CodeCommit repository when
-    /// missing (if allowed) and following the source's default branch.
-    pub async fn mirror_repository(&self, name: &str) -> Result<MirrorReport, SyncError> {
-        let default_branch = self.codecommit.ensure_repository(name, self.create_missing).await?;
-        let outcome = self.run_git(name, mirror).await;
-        // Also after refused refs: CodeCommit will not delete its default branch, so the
-        // default must follow the source before the next run can converge.
-        let head = match &outcome {
-            Ok(report) => report.source_head.as_deref(),
-            Err(SyncError::Mirror { error: MirrorError::Refused { source_head, .. }, .. }) => {
-                source_head.as_deref()
-            }
-            Err(_) => None,
-        };
-        let head = head.map(|h| h.trim_start_matches("refs/heads/"));
-        if let Some(head) = head.filter(|h| default_branch.as_deref() != Some(*h)) {
-            // A default branch that cannot follow is worth a warning, not a failed mirror:
-            // the refs themselves are exact, and the next run tries again.
-            if let Err(error) = self.codecommit.set_default_branch(name, head).await {
-                tracing::warn!(%error, repository = name, head, "default branch not updated");
-            }
-        }
-        outcome
-    }
-
-    /// Runs `work` on `name`'s job on a blocking thread: libgit2 blocks.
-    async fn run_git<T: Send + 'static>(
+    /// Mirrors one configured repository, creating the CodeCommit repository when missing
+    /// (if allowed) and following the source's default branch.
+    pub async fn mirror_repository(
         &self,
         name: &str,
-        work: fn(&MirrorJob, &Path) -> Result<T, MirrorError>,
-    ) -> Result<T, SyncError> {
+        deadline: Option<Instant>,
+    ) -> Result<MirrorReport, SyncError> {
         let job = self.job(name).await?;
-        let work_dir = self.work_dir.clone();
-        let repository = name.to_owned();
-        tokio::task::spawn_blocking(move || work(&job, &work_dir))
-            .await
-            .map_err(|e| SyncError::Crashed {
-                repository: repository.clone(),
-                message: e.to_string(),
-            })?
-            .map_err(|error| SyncError::Mirror { repository, error })
+        let default_branch = self.codecommit.ensure_repository(name, self.create_missing).await?;
+        let target = (&self.codecommit, name, default_branch);
+        mirror_to_codecommit(&self.git, target, &job, &self.work, deadline).await
     }
 
     async fn job(&self, name: &str) -> Result<MirrorJob, SyncError> {
@@ -170,12 +186,30 @@ impl Mirrorer {
     }
 
     /// The SQS consumer: mirrors each message's repository in order and reports the
-    /// messages that failed, so only they are retried (and reach the DLQ eventually).
-    pub async fn handle_sqs(&self, event: SqsEvent) -> SqsBatchResponse {
-        let mut response = SqsBatchResponse::default();
-        let mut records = event.records.into_iter();
-        for record in records.by_ref() {
+    /// messages to retry. After a failure, only later messages of the same FIFO message
+    /// group are held back (order holds only within a group). No mirror starts too close
+    /// to `deadline`; what is left is reported for retry rather than cut by a timeout that
+    /// would retry the whole batch.
+    pub async fn handle_sqs(&self, event: SqsEvent, deadline: Option<Instant>) -> BatchOutcome {
+        let mut outcome = BatchOutcome::default();
+        let mut failed_groups = HashSet::new();
+        for record in event.records {
             let id = record.message_id.clone().unwrap_or_default();
+            let group = record.attributes.get("MessageGroupId").cloned();
+            let held = if group.as_ref().is_some_and(|g| failed_groups.contains(g)) {
+                Some("an earlier request of its group failed")
+            } else if deadline
+                .is_some_and(|d| d.saturating_duration_since(Instant::now()) < self.start_margin)
+            {
+                Some("too close to the deadline to start")
+            } else {
+                None
+            };
+            if let Some(why) = held {
+                outcome.retry(&id, why);
+                failed_groups.extend(group);
+                continue;
+            }
             let body = record.body.as_deref().unwrap_or_default();
             let request = match serde_json::from_str::<MirrorRequest>(body) {
                 Ok(request) => request,
@@ -185,36 +219,58 @@ impl Mirrorer {
                     continue;
                 }
             };
-            match self.mirror_repository(&request.repository).await {
-                Ok(report) => tracing::info!(
+            if !self.repositories.contains_key(&request.repository) {
+                // Renamed or removed since the request was sent: retrying cannot help.
+                tracing::warn!(
                     repository = request.repository,
-                    delivery = request.delivery,
-                    created = report.created.len(),
-                    updated = report.updated.len(),
-                    deleted = report.deleted.len(),
-                    unchanged = report.unchanged,
-                    "mirrored"
-                ),
+                    message_id = id,
+                    "mirror request for a repository not in the manifest dropped"
+                );
+                continue;
+            }
+            let metrics =
+                Metrics::new(METRICS_NAMESPACE).dimension("Repository", &request.repository);
+            match self.mirror_repository(&request.repository, deadline).await {
+                Ok(report) => {
+                    tracing::info!(
+                        repository = request.repository,
+                        delivery = request.delivery,
+                        created = report.created.len(),
+                        updated = report.updated.len(),
+                        deleted = report.deleted.len(),
+                        unchanged = report.unchanged,
+                        "mirrored"
+                    );
+                    let metrics = metrics.value("MirrorFailed", 0.0, Unit::Count);
+                    outcome.metrics.push(match waited(&record) {
+                        Some(lag) => metrics.value("MirrorLagSeconds", lag, Unit::Seconds),
+                        None => metrics,
+                    });
+                }
                 Err(error) => {
                     tracing::error!(%error, message_id = id, "mirror failed");
-                    response.batch_item_failures.push(failure(id));
-                    break;
+                    outcome.metrics.push(metrics.value("MirrorFailed", 1.0, Unit::Count));
+                    outcome.retry(&id, "its mirror failed");
+                    failed_groups.extend(group);
                 }
             }
         }
-        // FIFO: messages after a failure must not be processed out of order, nor be
-        // deleted as done: they are retried with it.
-        response
-            .batch_item_failures
-            .extend(records.map(|r| failure(r.message_id.unwrap_or_default())));
-        response
+        outcome
     }
 
-    /// Queues every configured repository and measures its drift with a cheap refs
-    /// comparison (no objects are fetched). The caller emits the metrics.
-    pub async fn reconcile(&self, queue: &impl MirrorQueue, run_id: &str) -> ReconcileReport {
+    /// Queues every configured repository first, then measures each one's drift with a
+    /// cheap comparison of ref listings (no cache, no objects), a bounded number at a time,
+    /// until `deadline`. A repository whose drift cannot be measured counts in
+    /// `DriftCheckFailed`: a broken mirror must not look like missing data.
+    pub async fn reconcile(
+        &self,
+        queue: &impl MirrorQueue,
+        run_id: &str,
+        deadline: Option<Instant>,
+    ) -> ReconcileReport {
         let mut report = ReconcileReport::default();
-        for name in self.repository_names() {
+        let names = self.repository_names();
+        for name in &names {
             let request = MirrorRequest {
                 repository: name.clone(),
                 delivery: format!("reconcile-{run_id}-{name}"),
@@ -223,27 +279,102 @@ impl Mirrorer {
                 tracing::error!(%error, "reconcile could not queue");
                 report.not_queued.push(error);
             }
-            match self.drift(&name).await {
-                Ok(metrics) => report.metrics.push(metrics),
-                Err(error) => tracing::warn!(%error, repository = name, "drift not measured"),
-            }
         }
+        let checks: Vec<(String, Result<Drift, String>)> = futures_util::stream::iter(names)
+            .map(|name| async move {
+                let drift = self.drift(&name, deadline).await;
+                (name, drift)
+            })
+            .buffer_unordered(DRIFT_CONCURRENCY)
+            .collect()
+            .await;
+        let (mut drifted, mut failed) = (0_u32, 0_u32);
+        for (name, drift) in checks {
+            let metrics = Metrics::new(METRICS_NAMESPACE).dimension("Repository", &name);
+            report.metrics.push(match drift {
+                Ok(plan) => {
+                    let changes = plan.changes().count();
+                    drifted += u32::from(changes > 0);
+                    metrics.value("RefsDrifted", changes as f64, Unit::Count).value(
+                        "DriftCheckFailed",
+                        0.0,
+                        Unit::Count,
+                    )
+                }
+                Err(error) => {
+                    tracing::warn!(error, repository = name, "drift not measured");
+                    failed += 1;
+                    metrics.value("DriftCheckFailed", 1.0, Unit::Count)
+                }
+            });
+        }
+        report.metrics.push(
+            Metrics::new(METRICS_NAMESPACE)
+                .value("RepositoriesDrifted", f64::from(drifted), Unit::Count)
+                .value("DriftCheckFailed", f64::from(failed), Unit::Count),
+        );
         report
     }
 
-    async fn drift(&self, name: &str) -> Result<Metrics, SyncError> {
-        let drift = self.run_git(name, compare).await?;
-        Ok(Metrics::new(METRICS_NAMESPACE)
-            .dimension("Repository", name)
-            .value("RefsDrifted", drift.plan.changes().count() as f64, Unit::Count)
-            .value("MirrorLagSeconds", drift.lag_seconds as f64, Unit::Seconds))
+    async fn drift(&self, name: &str, deadline: Option<Instant>) -> Result<Drift, String> {
+        let measured = async {
+            let job = self.job(name).await.map_err(|e| e.to_string())?;
+            self.git.compare(&job, deadline).await.map_err(|e| e.to_string())
+        };
+        match deadline {
+            None => measured.await,
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), measured)
+                .await
+                .unwrap_or_else(|_| Err("not measured before the deadline".to_owned())),
+        }
     }
 }
 
-fn failure(message_id: String) -> BatchItemFailure {
-    let mut failure = BatchItemFailure::default();
-    failure.item_identifier = message_id;
-    failure
+/// Mirrors `job` into its CodeCommit target `(codecommit, repository, its default branch)`,
+/// then points the default branch at the source's HEAD branch. CodeCommit refuses to delete
+/// its default branch, so deletions refused while it was elsewhere are pushed again once
+/// it has moved. Refused refs that remain are an error carrying the whole report.
+pub async fn mirror_to_codecommit(
+    git: &GitMirror,
+    (codecommit, repository, default_branch): (&CodeCommit, &str, Option<String>),
+    job: &MirrorJob,
+    work: &WorkDir,
+    deadline: Option<Instant>,
+) -> Result<MirrorReport, SyncError> {
+    let failed = |error| SyncError::Mirror { repository: repository.to_owned(), error };
+    let mut report = git.run(job, work, deadline).await.map_err(failed)?;
+    let head = report.source_head.as_ref().and_then(|h| h.branch()).map(str::to_owned);
+    let moved = match head.filter(|h| default_branch.as_deref() != Some(h.as_str())) {
+        None => false,
+        Some(head) => match codecommit.set_default_branch(repository, &head).await {
+            Ok(()) => true,
+            Err(error) => {
+                // The refs themselves went through; the next run tries again.
+                tracing::warn!(%error, repository, head, "default branch not updated");
+                false
+            }
+        },
+    };
+    if moved && !report.refused.is_empty() {
+        let again = git.run(job, work, deadline).await.map_err(failed)?;
+        report.created.extend(again.created);
+        report.updated.extend(again.updated);
+        report.deleted.extend(again.deleted);
+        report.refused = again.refused;
+        report.fetched |= again.fetched;
+    }
+    if report.refused.is_empty() {
+        Ok(report)
+    } else {
+        Err(SyncError::Refused { repository: repository.to_owned(), report: Box::new(report) })
+    }
+}
+
+/// Seconds since SQS received `record`, from its `SentTimestamp` attribute.
+fn waited(record: &SqsMessage) -> Option<f64> {
+    let sent_ms: u128 = record.attributes.get("SentTimestamp")?.parse().ok()?;
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_millis();
+    Some(now_ms.saturating_sub(sent_ms) as f64 / 1000.0)
 }
 
 /// `username:password` as HTTP Basic credentials.

@@ -22,6 +22,8 @@ pub struct WebhookSettings {
 pub struct MirrorSettings {
     pub manifest: PathBuf,
     pub work_dir: PathBuf,
+    /// How much the caches in `work_dir` may take together; default: half its file system.
+    pub cache_limit_mib: Option<u64>,
     pub create_repositories: bool,
     pub secret_ttl: Duration,
     /// Only `scp-reconcile` queues.
@@ -54,6 +56,10 @@ impl MirrorSettings {
             work_dir: env
                 .optional("WORK_DIR", "where bare caches live (Lambda: under /tmp)")?
                 .unwrap_or_else(|| PathBuf::from("/tmp/scp")),
+            cache_limit_mib: env.optional(
+                "CACHE_LIMIT_MIB",
+                "MiB the repository caches may take together (default: half of the work directory's storage)",
+            )?,
             create_repositories: env
                 .optional("CREATE_REPOSITORIES", "true to create missing CodeCommit repositories")?
                 .unwrap_or(true),

@@ -1,11 +1,13 @@
-//! Talking to git servers through libgit2: where a remote is, how it authenticates, and
-//! the callbacks that keep a bad password from looping forever.
+//! Where a git repository is and how it authenticates: over HTTP (our smart HTTP client,
+//! and libgit2 for fetching) or on a local path; and the libgit2 callbacks that keep a bad
+//! password from looping forever.
 
 use std::cell::Cell;
+use std::path::PathBuf;
 use std::sync::Once;
 
 use git2::{Cred, CredentialType, RemoteCallbacks};
-use pillar_auth::codecommit::{GitRequest, sign_for};
+use pillar_auth::codecommit::{GitCredentials, GitRequest, sign_for};
 use secrecy::{ExposeSecret, SecretString};
 
 /// A server asking again after we answered once means it refused the credentials.
@@ -28,9 +30,45 @@ pub enum Auth {
     CodeCommit { credentials: aws_credential_types::Credentials, request: GitRequest },
 }
 
+/// How an endpoint is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// `http://` or `https://`: smart HTTP.
+    Http,
+    /// A repository on this machine: a `file://` URL or a path.
+    Local(PathBuf),
+}
+
 impl Endpoint {
     pub fn anonymous(url: impl Into<String>) -> Self {
         Self { url: url.into(), auth: Auth::None }
+    }
+
+    /// Smart HTTP for http(s) URLs, a local repository for `file://` URLs and paths; other
+    /// schemes (ssh, git) are not spoken.
+    pub fn location(&self) -> Result<Location, String> {
+        match url::Url::parse(&self.url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(Location::Http),
+            Ok(url) if url.scheme() == "file" => {
+                url.to_file_path().map(Location::Local).map_err(|()| "not a local path".to_owned())
+            }
+            // One letter: a Windows drive, not a scheme.
+            Ok(url) if url.scheme().len() > 1 => Err(format!(
+                "`{}://` is not supported: use an https URL (or a local path)",
+                url.scheme()
+            )),
+            _ => Ok(Location::Local(PathBuf::from(&self.url))),
+        }
+    }
+
+    /// CodeCommit's username and password, signed now; `None` for other endpoints.
+    pub fn codecommit_credentials(&self) -> Option<GitCredentials> {
+        match &self.auth {
+            Auth::CodeCommit { credentials, request } => {
+                Some(sign_for(credentials, request, time::OffsetDateTime::now_utc()))
+            }
+            _ => None,
+        }
     }
 
     /// The URL without any user information, fit for messages and logs.
@@ -71,8 +109,8 @@ impl Endpoint {
                 Auth::Basic { username, password } => {
                     Cred::userpass_plaintext(username, password.expose_secret())
                 }
-                Auth::CodeCommit { credentials, request } => {
-                    let signed = sign_for(credentials, request, time::OffsetDateTime::now_utc());
+                Auth::CodeCommit { .. } => {
+                    let signed = self.codecommit_credentials().expect("CodeCommit auth");
                     Cred::userpass_plaintext(&signed.username, signed.password.expose_secret())
                 }
             }
@@ -99,4 +137,20 @@ pub fn configure_libgit2() {
             let _ = git2::opts::set_server_timeout_in_milliseconds(120_000);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_of_urls_and_paths() {
+        let at = |url: &str| Endpoint::anonymous(url).location();
+        assert_eq!(at("https://bitbucket.example.com/scm/a/b.git"), Ok(Location::Http));
+        assert_eq!(at("http://127.0.0.1:9/x"), Ok(Location::Http));
+        assert_eq!(at("file:///srv/git/a.git"), Ok(Location::Local("/srv/git/a.git".into())));
+        assert_eq!(at("/srv/git/a.git"), Ok(Location::Local("/srv/git/a.git".into())));
+        assert_eq!(at("relative/a.git"), Ok(Location::Local("relative/a.git".into())));
+        assert!(at("ssh://git@host/a.git").unwrap_err().contains("`ssh://` is not supported"));
+    }
 }

@@ -34,3 +34,13 @@ pub fn init_tracing_at(default_level: &str) {
         builder.with_target(false).try_init()
     };
 }
+
+/// Time kept back from a Lambda's deadline to report what was done (metrics, the answer).
+const REPORT_RESERVE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The instant a handler must be done by, from the invocation's deadline (a wall-clock
+/// time): a little before it, so the answer and the metrics still go out.
+pub fn deadline(lambda_deadline: std::time::SystemTime) -> std::time::Instant {
+    let left = lambda_deadline.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    std::time::Instant::now() + left.saturating_sub(REPORT_RESERVE)
+}

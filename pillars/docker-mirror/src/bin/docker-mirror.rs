@@ -6,7 +6,6 @@
 #![recursion_limit = "256"]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
 
 use docker_mirror::service::{Mirror, requested};
 use docker_mirror::settings::MirrorSettings;
@@ -27,8 +26,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let (mirror, manifest) = (Arc::clone(&mirror), Arc::clone(&manifest));
         async move {
             let images = requested(&manifest.images, &event.payload)?;
-            let left = event.context.deadline().duration_since(SystemTime::now());
-            let deadline = Instant::now() + left.unwrap_or(Duration::ZERO);
+            let deadline = pillar_telemetry::deadline(event.context.deadline());
             let report = mirror.sync(&images, Some(deadline)).await;
             report.metrics().emit();
             for image in &report.images {

@@ -1,5 +1,5 @@
-//! Lambda on a schedule: queue every configured repository (repairing lost webhooks) and
-//! publish drift metrics.
+//! Lambda on a schedule: queue every configured repository (repairing lost webhooks), then
+//! publish each one's drift before the function's deadline.
 
 use std::sync::Arc;
 
@@ -24,7 +24,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let (mirrorer, queue) = (Arc::clone(&mirrorer), Arc::clone(&queue));
         async move {
-            let report = mirrorer.reconcile(queue.as_ref(), &event.context.request_id).await;
+            let deadline = pillar_telemetry::deadline(event.context.deadline());
+            let run_id = &event.context.request_id;
+            let report = mirrorer.reconcile(queue.as_ref(), run_id, Some(deadline)).await;
             report.metrics.iter().for_each(Metrics::emit);
             match report.not_queued.len() {
                 0 => Ok(()),

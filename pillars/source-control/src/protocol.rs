@@ -1,0 +1,406 @@
+//! The bytes of git's smart protocol (version 0/1) that a mirror speaks: pkt-lines, the
+//! ref advertisement, receive-pack's update commands and its `report-status`, demultiplexed
+//! from `side-band-64k`. <https://git-scm.com/docs/pack-protocol>,
+//! <https://git-scm.com/docs/http-protocol>
+
+use git2::Oid;
+
+use crate::refs::RefName;
+
+/// The largest pkt-line payload git accepts.
+const MAX_PAYLOAD: usize = 65516;
+
+/// Appends `payload` as one pkt-line.
+pub fn pkt_line(out: &mut Vec<u8>, payload: &[u8]) {
+    debug_assert!(payload.len() <= MAX_PAYLOAD, "pkt-line payload too long");
+    out.extend_from_slice(format!("{:04x}", payload.len() + 4).as_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Appends a flush-pkt.
+pub fn flush(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"0000");
+}
+
+/// One pkt-line read from a buffer.
+#[derive(Debug, PartialEq, Eq)]
+enum Pkt<'a> {
+    Data(&'a [u8]),
+    /// `0000`; protocol v2's `0001`/`0002` are read as this too.
+    Flush,
+}
+
+/// Reads the pkt-lines of `bytes` in order; an error says where they stopped making sense.
+fn pkt_lines(mut bytes: &[u8]) -> impl Iterator<Item = Result<Pkt<'_>, String>> {
+    std::iter::from_fn(move || {
+        if bytes.is_empty() {
+            return None;
+        }
+        let length = bytes
+            .get(..4)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| usize::from_str_radix(h, 16).ok());
+        let read = match length {
+            Some(0..=2) => {
+                bytes = &bytes[4..];
+                Ok(Pkt::Flush)
+            }
+            Some(length) if length >= 4 && length <= bytes.len() => {
+                let payload = &bytes[4..length];
+                bytes = &bytes[length..];
+                Ok(Pkt::Data(payload))
+            }
+            _ => {
+                let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(40)]).into_owned();
+                bytes = &[];
+                Err(format!("malformed pkt-line at `{shown}`"))
+            }
+        };
+        Some(read)
+    })
+}
+
+fn trim_newline(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\n").unwrap_or(line)
+}
+
+/// The refs and capabilities a server advertises for one service.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Advertisement {
+    /// Every advertised ref, hidden ones and peeled `^{}` entries included, `HEAD` not.
+    pub refs: Vec<(RefName, Oid)>,
+    /// The ref `HEAD` names (`symref=HEAD:…`), or else the branch whose tip `HEAD` has.
+    pub head: Option<RefName>,
+    pub capabilities: Vec<String>,
+}
+
+impl Advertisement {
+    pub fn supports(&self, capability: &str) -> bool {
+        self.capabilities.iter().any(|c| c == capability)
+    }
+
+    /// Parses a smart HTTP advertisement of `service` (`git-upload-pack`,
+    /// `git-receive-pack`): the `# service=` pkt-line and a flush, then the refs.
+    pub fn parse_http(body: &[u8], service: &str) -> Result<Self, String> {
+        let mut lines = pkt_lines(body);
+        match lines.next() {
+            Some(Ok(Pkt::Data(first)))
+                if trim_newline(first) == format!("# service={service}").as_bytes() => {}
+            _ => return Err(format!("not a smart HTTP answer for {service}")),
+        }
+        let mut advertisement = Self::default();
+        let mut head_oid = None;
+        for pkt in lines {
+            let line = match pkt? {
+                Pkt::Flush => continue,
+                Pkt::Data(line) => trim_newline(line),
+            };
+            if line.starts_with(b"version ") {
+                continue;
+            }
+            let (reference, capabilities) = match line.iter().position(|b| *b == 0) {
+                Some(nul) => (&line[..nul], Some(&line[nul + 1..])),
+                None => (line, None),
+            };
+            if let Some(capabilities) = capabilities {
+                advertisement.capabilities = String::from_utf8_lossy(capabilities)
+                    .split(' ')
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+            }
+            let (oid, name) = reference
+                .split_at_checked(40)
+                .and_then(|(hex, rest)| {
+                    let oid = Oid::from_str(std::str::from_utf8(hex).ok()?).ok()?;
+                    Some((oid, rest.strip_prefix(b" ")?))
+                })
+                .ok_or_else(|| {
+                    format!("malformed ref line `{}`", String::from_utf8_lossy(reference))
+                })?;
+            match name {
+                b"capabilities^{}" => {}
+                b"HEAD" => head_oid = Some(oid),
+                name => advertisement.refs.push((RefName::new(name), oid)),
+            }
+        }
+        advertisement.head = advertisement.symref_head().or_else(|| {
+            let oid = head_oid?;
+            let branches =
+                advertisement.refs.iter().filter(|(n, o)| *o == oid && n.branch().is_some());
+            let names: Vec<&RefName> = branches.map(|(n, _)| n).collect();
+            // As git guesses without `symref`: the usual names first, then the first branch.
+            ["refs/heads/main", "refs/heads/master"]
+                .iter()
+                .find_map(|usual| names.iter().find(|n| **n == usual))
+                .or(names.first())
+                .map(|n| (*n).clone())
+        });
+        Ok(advertisement)
+    }
+
+    fn symref_head(&self) -> Option<RefName> {
+        self.capabilities.iter().find_map(|c| c.strip_prefix("symref=HEAD:")).map(RefName::from)
+    }
+}
+
+/// One ref update sent to receive-pack; the zero id stands for "none".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub name: RefName,
+    pub old: Oid,
+    pub new: Oid,
+}
+
+impl Command {
+    pub fn is_delete(&self) -> bool {
+        self.new.is_zero()
+    }
+}
+
+/// receive-pack's request: the update commands (capabilities on the first), then a flush.
+/// The pack, if any, follows these bytes.
+pub fn encode_commands(commands: &[Command], capabilities: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (n, command) in commands.iter().enumerate() {
+        let mut line = format!("{} {} ", command.old, command.new).into_bytes();
+        line.extend_from_slice(command.name.as_bytes());
+        if n == 0 {
+            line.push(0);
+            line.extend_from_slice(capabilities.join(" ").as_bytes());
+        }
+        line.push(b'\n');
+        pkt_line(&mut out, &line);
+    }
+    flush(&mut out);
+    out
+}
+
+/// What receive-pack answered about one push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// `Err` with the server's words when the pack could not be stored: then no ref moved.
+    pub unpack: Result<(), String>,
+    /// Each ref's outcome: `None` when updated, else why it was refused.
+    pub refs: Vec<(RefName, Option<String>)>,
+    /// What the server said on the progress channel (hooks' output among it).
+    pub progress: String,
+}
+
+impl Default for Report {
+    fn default() -> Self {
+        Self { unpack: Ok(()), refs: Vec::new(), progress: String::new() }
+    }
+}
+
+impl Report {
+    /// Parses receive-pack's answer, demultiplexing `side-band-64k` when it was asked for.
+    /// An error is the server's fatal message, or what made the answer unreadable.
+    pub fn parse(body: &[u8], sideband: bool) -> Result<Self, String> {
+        let mut progress = String::new();
+        let status = if sideband {
+            let mut status = Vec::new();
+            for pkt in pkt_lines(body) {
+                let Pkt::Data(data) = pkt? else { continue };
+                match data.split_first() {
+                    Some((1, rest)) => status.extend_from_slice(rest),
+                    Some((2, rest)) => progress.push_str(&String::from_utf8_lossy(rest)),
+                    Some((3, rest)) => {
+                        return Err(String::from_utf8_lossy(trim_newline(rest)).into_owned());
+                    }
+                    _ => return Err("malformed side-band packet".to_owned()),
+                }
+            }
+            status
+        } else {
+            body.to_vec()
+        };
+        let mut report = Self { progress, ..Self::default() };
+        let mut lines = pkt_lines(&status);
+        match lines.next() {
+            Some(Ok(Pkt::Data(line))) => match trim_newline(line).strip_prefix(b"unpack ") {
+                Some(b"ok") => {}
+                Some(reason) => report.unpack = Err(String::from_utf8_lossy(reason).into_owned()),
+                None => return Err(unexpected(line)),
+            },
+            Some(Err(error)) => return Err(error),
+            _ => return Err("no report-status in the answer".to_owned()),
+        }
+        for pkt in lines {
+            let line = match pkt? {
+                Pkt::Flush => break,
+                Pkt::Data(line) => trim_newline(line),
+            };
+            if let Some(name) = line.strip_prefix(b"ok ") {
+                report.refs.push((RefName::new(name), None));
+            } else if let Some(rest) = line.strip_prefix(b"ng ") {
+                let (name, reason) = match rest.iter().position(|b| *b == b' ') {
+                    Some(space) => (&rest[..space], &rest[space + 1..]),
+                    None => (rest, b"refused".as_slice()),
+                };
+                let reason = String::from_utf8_lossy(reason).into_owned();
+                report.refs.push((RefName::new(name), Some(reason)));
+            } else {
+                return Err(unexpected(line));
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn unexpected(line: &[u8]) -> String {
+    format!("unexpected report-status line `{}`", String::from_utf8_lossy(line))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oid(n: u8) -> Oid {
+        Oid::from_bytes(&[n; 20]).expect("20 bytes")
+    }
+
+    fn pkts(lines: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for line in lines {
+            if line.is_empty() { flush(&mut out) } else { pkt_line(&mut out, line) }
+        }
+        out
+    }
+
+    #[test]
+    fn a_receive_pack_advertisement_with_capabilities_and_odd_names() {
+        let first =
+            format!("{} refs/heads/main\0report-status delete-refs side-band-64k\n", oid(1));
+        let latin1 =
+            [format!("{} ", oid(2)).into_bytes(), b"refs/heads/caf\xe9\n".to_vec()].concat();
+        let body = pkts(&[
+            b"# service=git-receive-pack\n",
+            b"",
+            first.as_bytes(),
+            &latin1,
+            format!("{} refs/tags/v1^{{}}\n", oid(3)).as_bytes(),
+            b"",
+        ]);
+        let parsed = Advertisement::parse_http(&body, "git-receive-pack").expect("parses");
+        assert_eq!(
+            parsed.refs,
+            [
+                (RefName::from("refs/heads/main"), oid(1)),
+                (RefName::new(b"refs/heads/caf\xe9".to_vec()), oid(2)),
+                (RefName::from("refs/tags/v1^{}"), oid(3)),
+            ]
+        );
+        assert!(parsed.supports("side-band-64k") && parsed.supports("delete-refs"));
+    }
+
+    #[test]
+    fn an_empty_repository_and_the_head_it_names() {
+        let empty = format!("{} capabilities^{{}}\0report-status\n", Oid::ZERO_SHA1);
+        let body = pkts(&[b"# service=git-receive-pack\n", b"", empty.as_bytes(), b""]);
+        let parsed = Advertisement::parse_http(&body, "git-receive-pack").expect("parses");
+        assert!(parsed.refs.is_empty() && parsed.head.is_none());
+        assert_eq!(parsed.capabilities, ["report-status"]);
+
+        let head = format!("{} HEAD\0multi_ack symref=HEAD:refs/heads/develop\n", oid(1));
+        let develop = format!("{} refs/heads/develop\n", oid(1));
+        let main = format!("{} refs/heads/main\n", oid(1));
+        let lines = [
+            b"# service=git-upload-pack\n".as_slice(),
+            b"",
+            head.as_bytes(),
+            develop.as_bytes(),
+            main.as_bytes(),
+            b"",
+        ];
+        let parsed = Advertisement::parse_http(&pkts(&lines), "git-upload-pack").expect("parses");
+        assert_eq!(parsed.head, Some(RefName::from("refs/heads/develop")));
+
+        // Without `symref`, the branch at HEAD's commit, `main` preferred.
+        let head = format!("{} HEAD\0multi_ack\n", oid(1));
+        let lines = [
+            b"# service=git-upload-pack\n".as_slice(),
+            b"",
+            head.as_bytes(),
+            develop.as_bytes(),
+            main.as_bytes(),
+            b"",
+        ];
+        let parsed = Advertisement::parse_http(&pkts(&lines), "git-upload-pack").expect("parses");
+        assert_eq!(parsed.head, Some(RefName::from("refs/heads/main")));
+    }
+
+    #[test]
+    fn a_dumb_server_or_garbage_is_refused() {
+        assert!(Advertisement::parse_http(b"<html>login</html>", "git-receive-pack").is_err());
+        let body = pkts(&[b"# service=git-receive-pack\n", b"", b"nonsense\n"]);
+        let error = Advertisement::parse_http(&body, "git-receive-pack").unwrap_err();
+        assert!(error.contains("malformed ref line"), "{error}");
+    }
+
+    #[test]
+    fn commands_carry_capabilities_on_the_first_line_only() {
+        let commands = [
+            Command { name: "refs/heads/gone".into(), old: oid(1), new: Oid::ZERO_SHA1 },
+            Command {
+                name: RefName::new(b"refs/heads/caf\xe9".to_vec()),
+                old: Oid::ZERO_SHA1,
+                new: oid(2),
+            },
+        ];
+        let encoded = encode_commands(&commands, &["report-status", "side-band-64k"]);
+        let first =
+            format!("{} {} refs/heads/gone\0report-status side-band-64k\n", oid(1), Oid::ZERO_SHA1);
+        let second = [
+            format!("{} {} ", Oid::ZERO_SHA1, oid(2)).into_bytes(),
+            b"refs/heads/caf\xe9\n".to_vec(),
+        ]
+        .concat();
+        assert_eq!(encoded, pkts(&[first.as_bytes(), &second, b""]));
+        assert!(commands[0].is_delete() && !commands[1].is_delete());
+    }
+
+    fn sideband(band: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        pkt_line(&mut out, &[&[band], payload].concat());
+        out
+    }
+
+    #[test]
+    fn a_report_through_side_band_with_a_refused_ref_and_progress() {
+        let status = pkts(&[
+            b"unpack ok\n",
+            b"ok refs/heads/main\n",
+            b"ng refs/heads/forbidden hook declined\n",
+            b"",
+        ]);
+        let body = [
+            sideband(2, b"remote: checking\n"),
+            sideband(1, &status[..10]),
+            sideband(1, &status[10..]),
+            b"0000".to_vec(),
+        ]
+        .concat();
+        let report = Report::parse(&body, true).expect("parses");
+        assert_eq!(report.unpack, Ok(()));
+        assert_eq!(
+            report.refs,
+            [
+                (RefName::from("refs/heads/main"), None),
+                (RefName::from("refs/heads/forbidden"), Some("hook declined".to_owned())),
+            ]
+        );
+        assert_eq!(report.progress, "remote: checking\n");
+    }
+
+    #[test]
+    fn an_unpack_failure_and_a_fatal_error_are_told_apart() {
+        let plain =
+            pkts(&[b"unpack index-pack abnormal exit\n", b"ng refs/heads/a unpacker error\n", b""]);
+        let report = Report::parse(&plain, false).expect("parses");
+        assert_eq!(report.unpack, Err("index-pack abnormal exit".to_owned()));
+        let fatal = [sideband(3, b"fatal: repository is read-only\n"), b"0000".to_vec()].concat();
+        assert_eq!(Report::parse(&fatal, true), Err("fatal: repository is read-only".to_owned()));
+        assert!(Report::parse(b"", true).is_err());
+    }
+}
