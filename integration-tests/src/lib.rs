@@ -8,3 +8,4 @@ pub mod git_source;
 mod http_backend;
 pub mod measure;
 pub mod oci_layout;
+pub mod referrers;

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::support::{env, ok, pillar, python, run, stderr, unique};
 
-const MIB: u64 = 1 << 20;
+pub(crate) const MIB: u64 = 1 << 20;
 
 /// Docker schema 2 manifests and lists (skopeo converts the OCI layout), else OCI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +20,7 @@ enum Format {
     Docker,
 }
 
-fn spec(platforms: &[&str], layers: &[u64], attestation: bool) -> Spec {
+pub(crate) fn spec(platforms: &[&str], layers: &[u64], attestation: bool) -> Spec {
     static SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let seed = SEED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ^ u64::from(std::process::id()) << 32;
@@ -50,12 +50,12 @@ fn push_as(format: Format, spec: &Spec, repository: &str, tag: &str) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(raw(&source(repository, tag)))))
 }
 
-fn push(spec: &Spec, repository: &str, tag: &str) -> String {
+pub(crate) fn push(spec: &Spec, repository: &str, tag: &str) -> String {
     push_as(Format::Oci, spec, repository, tag)
 }
 
 /// The manifest bytes skopeo reads for `reference` (`host/repo:tag`).
-fn raw(reference: &str) -> Vec<u8> {
+pub(crate) fn raw(reference: &str) -> Vec<u8> {
     let output = run(Command::new("skopeo")
         .args(["inspect", "--raw", "--tls-verify=false"])
         .arg(format!("docker://{reference}")));
@@ -63,7 +63,7 @@ fn raw(reference: &str) -> Vec<u8> {
     output.stdout
 }
 
-fn exists(reference: &str) -> bool {
+pub(crate) fn exists(reference: &str) -> bool {
     run(Command::new("skopeo")
         .args(["inspect", "--raw", "--tls-verify=false"])
         .arg(format!("docker://{reference}")))
@@ -71,17 +71,17 @@ fn exists(reference: &str) -> bool {
     .success()
 }
 
-fn mirror(source: &str, target: &str, extra: &[&str]) -> Output {
+pub(crate) fn mirror(source: &str, target: &str, extra: &[&str]) -> Output {
     run(pillar().args(["image", "mirror", "--source", source, "--target", target]).args(extra))
 }
 
-fn mirror_json(source: &str, target: &str) -> Value {
+pub(crate) fn mirror_json(source: &str, target: &str) -> Value {
     let output = mirror(source, target, &["--json"]);
     assert!(output.status.success(), "mirror failed: {}{}", stdout(&output), stderr(&output));
     serde_json::from_slice(&output.stdout).expect("json report")
 }
 
-fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -96,11 +96,11 @@ fn blob_bytes_served(repository: &str) -> u64 {
         .sum()
 }
 
-fn source(repository: &str, tag: &str) -> String {
+pub(crate) fn source(repository: &str, tag: &str) -> String {
     format!("{}/{repository}:{tag}", env("PILLAR_SOURCE_REGISTRY"))
 }
 
-fn target(repository: &str, tag: &str) -> String {
+pub(crate) fn target(repository: &str, tag: &str) -> String {
     format!("{}/{repository}:{tag}", env("PILLAR_TARGET_REGISTRY"))
 }
 
@@ -223,11 +223,11 @@ fn missing_images_unreachable_registries_and_bad_references_fail_clearly() {
 }
 
 /// A registry's answer: status line, extra header lines (each ending in CRLF), JSON body.
-type Answer = (&'static str, &'static str, &'static str);
+pub(crate) type Answer = (&'static str, &'static str, &'static str);
 
 /// A registry on a real socket answering request number `n` (from 0), whose request line
 /// is `line`, with `answer(n, line)`; returns its address and the number of requests seen.
-fn scripted_registry(
+pub(crate) fn scripted_registry(
     answer: fn(usize, &str) -> Answer,
 ) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::io::{Read, Write};
@@ -294,7 +294,7 @@ fn too_many_requests_is_retried_with_backoff() {
 }
 
 /// How many images (tagged or not) ECR on moto holds in `repository`, per boto3.
-fn ecr_images(repository: &str) -> usize {
+pub(crate) fn ecr_images(repository: &str) -> usize {
     let script = "import boto3, sys
 ecr = boto3.client('ecr')
 try:

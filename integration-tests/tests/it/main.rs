@@ -2,6 +2,7 @@
 //! (`scripts/emulators start`): real sockets, real servers, reference clients.
 
 mod config_cli;
+mod docker_faults;
 mod docker_mirror;
 mod git_credentials;
 mod scp_faults;

@@ -1,9 +1,11 @@
 //! Copying one image: children before their index, blobs before their manifest, the tag
 //! last, so a tag in the target never points at something incomplete.
 
+use std::sync::{Arc, Mutex};
+
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use futures_util::{FutureExt, StreamExt, TryStreamExt, stream};
+use futures_util::{FutureExt, Stream, StreamExt, TryStreamExt, stream};
 use oci_client::Reference;
 
 use crate::error::MirrorError;
@@ -22,7 +24,7 @@ pub enum Status {
 }
 
 /// Copies images from a source registry into a destination.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Copier {
     /// Blobs of one image copied at the same time.
     pub blob_concurrency: usize,
@@ -38,6 +40,11 @@ impl Default for Copier {
 impl Copier {
     pub fn new(blob_concurrency: usize, retry: RetryPolicy) -> Self {
         Self { blob_concurrency: blob_concurrency.max(1), retry }
+    }
+
+    /// The same copier, never waiting to retry past `deadline`.
+    pub fn until(self, deadline: Option<std::time::Instant>) -> Self {
+        Self { retry: self.retry.until(deadline), ..self }
     }
 
     /// The digest `image` (a tag or a digest in `source`) resolves to, and whether `to`
@@ -63,8 +70,8 @@ impl Copier {
     }
 
     /// Copies the manifest `digest` of `image` into `to`, under `tag` when given, with all it
-    /// references and the referrers the source lists for it. Returns the blob bytes uploaded
-    /// (blobs the target had, or mounted, count 0).
+    /// references, then the referrers the target lacks. Returns the blob bytes uploaded
+    /// (blobs the target had, or mounted, count 0) and the referrers copied.
     pub async fn copy(
         &self,
         source: &Registry,
@@ -72,17 +79,53 @@ impl Copier {
         to: &Destination,
         tag: Option<&str>,
         digest: &str,
-    ) -> Result<u64, MirrorError> {
+    ) -> Result<(u64, usize), MirrorError> {
         to.prepare().await?;
-        let (bytes, media_type, mut uploaded) =
-            self.copy_manifest(source, image, to, digest).await?;
+        let (bytes, media_type, uploaded) = self.copy_manifest(source, image, to, digest).await?;
         self.retry.run(|| to.put_manifest(&bytes, &media_type, digest, tag)).await?;
-        for referrer in source.referrers(&image.clone_with_digest(digest.to_owned())).await {
-            match self.copy_child(source, image, to, &referrer).await {
-                Ok(referrer_bytes) => uploaded += referrer_bytes,
-                Err(error) => tracing::warn!(image = %image, referrer = referrer.digest, %error,
-                    "referrer not copied"),
+        let referrers = self.missing_referrers(source, image, to, digest).await?;
+        let referrer_bytes = self.copy_referrers(source, image, to, &referrers).await?;
+        Ok((uploaded + referrer_bytes, referrers.len()))
+    }
+
+    /// The referrers of `digest` (signatures, attestations, SBOMs) the source lists and
+    /// the target lacks: they may arrive long after their image.
+    pub async fn missing_referrers(
+        &self,
+        source: &Registry,
+        image: &Reference,
+        to: &Destination,
+        digest: &str,
+    ) -> Result<Vec<Descriptor>, MirrorError> {
+        let subject = image.clone_with_digest(digest.to_owned());
+        let mut missing = Vec::new();
+        for referrer in self.retry.run(|| source.referrers(&subject)).await? {
+            let present = self.retry.run(|| to.manifest_digest(&referrer.digest)).await?;
+            if present.as_deref() != Some(referrer.digest.as_str()) {
+                missing.push(referrer);
             }
+        }
+        Ok(missing)
+    }
+
+    /// Copies `referrers` of `image` by digest; the first that fails fails the image, so
+    /// the next run tries again. Returns the blob bytes uploaded.
+    pub async fn copy_referrers(
+        &self,
+        source: &Registry,
+        image: &Reference,
+        to: &Destination,
+        referrers: &[Descriptor],
+    ) -> Result<u64, MirrorError> {
+        let mut uploaded = 0;
+        for referrer in referrers {
+            uploaded += self.put_child(source, image, to, referrer).await.map_err(|error| {
+                MirrorError::Referrer {
+                    what: image.whole(),
+                    referrer: referrer.digest.clone(),
+                    error: Box::new(error),
+                }
+            })?;
         }
         Ok(uploaded)
     }
@@ -139,6 +182,17 @@ impl Copier {
         {
             return Ok(0);
         }
+        self.put_child(source, image, to, child).await
+    }
+
+    /// Copies a child manifest the target lacks, by digest. Returns the blob bytes uploaded.
+    async fn put_child(
+        &self,
+        source: &Registry,
+        image: &Reference,
+        to: &Destination,
+        child: &Descriptor,
+    ) -> Result<u64, MirrorError> {
         let (bytes, media_type, uploaded) =
             self.copy_manifest(source, image, to, &child.digest).await?;
         self.retry.run(|| to.put_manifest(&bytes, &media_type, &child.digest, None)).await?;
@@ -182,11 +236,18 @@ impl Copier {
         }
         self.retry
             .run(|| async {
-                let stream = source.blob(image, blob).await?;
-                to.upload(blob, stream).await.map_err(|error| match error {
-                    // The source stream ends in an error when its bytes miss their digest, or
-                    // the target finds the digest wrong (`MirrorError::from_oci` and the ECR
-                    // target classify both): either way, name the source blob.
+                let (stream, source_failure) = watched(source.blob(image, blob).await?);
+                let uploaded = to.upload(blob, stream).await;
+                // A failed read of the source fails the upload too, in the target's words;
+                // the source's own error says what happened: a cut connection (retried) or
+                // bytes that miss their digest.
+                let failure = source_failure
+                    .lock()
+                    .expect("not poisoned")
+                    .take()
+                    .map(|e| MirrorError::read(image.whole(), source.host(), &e));
+                uploaded.map_err(|error| match failure.unwrap_or(error) {
+                    // Either side may find the digest wrong: name the source blob.
                     MirrorError::DigestMismatch { detail, .. } => MirrorError::DigestMismatch {
                         what: image.whole(),
                         digest: blob.digest.clone(),
@@ -198,4 +259,23 @@ impl Copier {
             .await?;
         Ok(blob.size)
     }
+}
+
+/// The error a source stream ended with, kept aside as it passes.
+type SourceFailure = Arc<Mutex<Option<std::io::Error>>>;
+
+/// `stream`, and the place its error lands if it fails.
+fn watched(
+    stream: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+) -> (impl Stream<Item = std::io::Result<Bytes>> + Send + 'static, SourceFailure) {
+    let failure = SourceFailure::default();
+    let seen = Arc::clone(&failure);
+    let stream = stream.map(move |chunk| {
+        chunk.map_err(|error| {
+            let passed = std::io::Error::new(error.kind(), error.to_string());
+            *seen.lock().expect("not poisoned") = Some(error);
+            passed
+        })
+    });
+    (stream, failure)
 }

@@ -184,8 +184,9 @@ impl Ecr {
             .and_then(|size| usize::try_from(size).ok())
             .filter(|size| *size > 0)
             .unwrap_or(DEFAULT_PART);
+        let blob_name = || format!("{repository} blob {}", blob.digest);
         let mismatch = |detail: String| MirrorError::DigestMismatch {
-            what: format!("{repository} blob {}", blob.digest),
+            what: blob_name(),
             digest: blob.digest.clone(),
             detail,
         };
@@ -201,7 +202,9 @@ impl Ecr {
                 if pending.is_empty() {
                     match stream.next().await {
                         Some(Ok(chunk)) => pending = chunk,
-                        Some(Err(e)) => return Err(mismatch(e.to_string())),
+                        Some(Err(e)) => {
+                            return Err(MirrorError::read(blob_name(), "the source", &e));
+                        }
                         None => {
                             ended = true;
                             break;

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 
 /// Why one image (or one step of it) was not mirrored. Every variant names what it was
 /// working on, so a line in a report is enough to act on.
@@ -34,6 +34,8 @@ pub enum MirrorError {
     Ecr { operation: &'static str, repository: String, message: String, retryable: bool },
     #[error("source credentials secret `{secret}`: {message}")]
     Credentials { secret: String, message: String },
+    #[error("{what}: referrer {referrer} (signature, attestation or SBOM) not copied: {error}")]
+    Referrer { what: String, referrer: String, error: Box<MirrorError> },
 }
 
 impl MirrorError {
@@ -107,17 +109,36 @@ impl MirrorError {
             OciDistributionError::DigestError(e) => {
                 Self::DigestMismatch { what, digest: String::new(), detail: e.to_string() }
             }
-            OciDistributionError::RequestError(e) => {
-                let error = chain(&e);
-                if error.contains("digest") || error.contains("Digest") {
-                    Self::DigestMismatch { what, digest: String::new(), detail: error }
-                } else if e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() {
-                    Self::Unreachable { what, registry, error }
-                } else {
-                    Self::Registry { what, message: error }
-                }
-            }
+            OciDistributionError::RequestError(e) => Self::transport(what, &registry, e),
+            OciDistributionError::IoError(e) => Self::read(what, &registry, &e),
             other => Self::Registry { what, message: chain(&other) },
+        }
+    }
+
+    /// A request that failed on the way: a connection refused, reset or timed out is worth
+    /// another try; anything else is reported as it is. Never a digest mismatch, whatever
+    /// the URL (every blob upload URL carries `?digest=`) or the text says.
+    pub fn transport(what: impl Into<String>, registry: &str, error: reqwest::Error) -> Self {
+        let (what, registry) = (what.into(), registry.to_owned());
+        let passing =
+            error.is_connect() || error.is_timeout() || error.is_request() || error.is_body();
+        let error = chain(&error.without_url());
+        if passing {
+            Self::Unreachable { what, registry, error }
+        } else {
+            Self::Registry { what, message: error }
+        }
+    }
+
+    /// A blob stream from the source that failed: bytes that miss their digest are the
+    /// source's corruption; anything else (a cut connection) is a transport fault, retried.
+    pub fn read(what: impl Into<String>, registry: &str, error: &std::io::Error) -> Self {
+        let what = what.into();
+        match error.get_ref().and_then(|inner| inner.downcast_ref::<DigestError>()) {
+            Some(digest) => {
+                Self::DigestMismatch { what, digest: String::new(), detail: digest.to_string() }
+            }
+            None => Self::Unreachable { what, registry: registry.to_owned(), error: chain(error) },
         }
     }
 }

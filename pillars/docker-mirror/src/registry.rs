@@ -1,5 +1,10 @@
-//! A distribution-API registry, as a source and as a generic target, through `oci-client`.
+//! A distribution-API registry, as a source and as a generic target. Blobs stream through
+//! `oci-client`; manifests, tag lists and referrers are read with our own requests, because
+//! what matters in their answers is in headers `oci-client` does not pass on: `Retry-After`
+//! on a 429 and `Link` between pages of tags. Both share one set of credentials; bearer
+//! tokens come from `oci-client`'s token flow.
 
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -7,20 +12,30 @@ use futures_util::{Stream, StreamExt};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
-use reqwest::header::HeaderValue;
+use oci_client::{Client, Reference, RegistryOperation};
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Method, Response, StatusCode};
+use serde::Deserialize;
 
 use crate::error::MirrorError;
-use crate::manifest::{Descriptor, MEDIA_TYPES};
+use crate::manifest::{Descriptor, MEDIA_TYPES, OCI_INDEX, sha256_digest};
 
 /// Tags asked for per page when listing, unless set otherwise.
 const TAGS_PAGE: usize = 1000;
 
-/// One registry host with its credentials. Tokens are cached and renewed by `oci-client`.
+const USER_AGENT: &str = concat!("pillars-docker-mirror/", env!("CARGO_PKG_VERSION"));
+
+/// One registry host with its credentials.
 pub struct Registry {
     host: String,
+    scheme: &'static str,
+    /// Blobs: streamed pulls and pushes, mounts.
     client: Client,
+    /// Manifests, tags and referrers.
+    http: reqwest::Client,
     auth: RegistryAuth,
+    /// Bearer tokens by repository, for `http`.
+    tokens: tokio::sync::Mutex<HashMap<String, String>>,
     tags_page: usize,
 }
 
@@ -38,24 +53,52 @@ pub fn is_loopback(host: &str) -> bool {
     matches!(name, "localhost" | "127.0.0.1" | "[::1]")
 }
 
+#[derive(Deserialize)]
+struct TagList {
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct Index {
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+}
+
 impl Registry {
     /// `insecure` allows plain HTTP to a host that is not on loopback.
     pub fn new(host: &str, auth: RegistryAuth, insecure: bool) -> Self {
-        let protocol = if insecure || is_loopback(host) {
+        let plain = insecure || is_loopback(host);
+        let protocol = if plain {
             ClientProtocol::HttpsExcept(vec![host.to_owned()])
         } else {
             ClientProtocol::Https
         };
+        let (connect, read) = (Duration::from_secs(10), Duration::from_secs(60));
         let config = ClientConfig {
             protocol,
             // One streamed PUT per blob: ECR's registry endpoint drops PATCH bodies after the first.
             use_monolithic_push: true,
-            connect_timeout: Some(Duration::from_secs(10)),
-            read_timeout: Some(Duration::from_secs(60)),
-            user_agent: concat!("pillars-docker-mirror/", env!("CARGO_PKG_VERSION")),
+            connect_timeout: Some(connect),
+            read_timeout: Some(read),
+            user_agent: USER_AGENT,
             ..ClientConfig::default()
         };
-        Self { host: host.to_owned(), client: Client::new(config), auth, tags_page: TAGS_PAGE }
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(connect)
+            .read_timeout(read)
+            .build()
+            .expect("a TLS backend and a resolver are compiled in");
+        Self {
+            host: host.to_owned(),
+            scheme: if plain { "http" } else { "https" },
+            client: Client::new(config),
+            http,
+            auth,
+            tokens: tokio::sync::Mutex::new(HashMap::new()),
+            tags_page: TAGS_PAGE,
+        }
     }
 
     /// Lists tags `size` at a time (registries cap pages; some at 100).
@@ -75,48 +118,182 @@ impl Registry {
         self.client.store_auth_if_needed(&self.host, &self.auth).await;
     }
 
+    /// `method` on `/v2/<path>` about `image`, with the credentials: basic, or the bearer
+    /// token the registry's challenge leads to (fetched once per repository, renewed when
+    /// refused). Answers other than success become the error they mean.
+    async fn request(
+        &self,
+        method: Method,
+        image: &Reference,
+        path: &str,
+        accept: &str,
+    ) -> Result<Response, MirrorError> {
+        let url = format!("{}://{}/v2/{path}", self.scheme, self.host);
+        let mut renewed = false;
+        loop {
+            let mut request =
+                self.http.request(method.clone(), &url).header(header::ACCEPT, accept);
+            let token = self.tokens.lock().await.get(image.repository()).cloned();
+            request = match (&token, &self.auth) {
+                (Some(token), _) => request.bearer_auth(token),
+                (None, RegistryAuth::Basic(user, password)) => {
+                    request.basic_auth(user, Some(password))
+                }
+                (None, RegistryAuth::Bearer(token)) => request.bearer_auth(token),
+                (None, RegistryAuth::Anonymous) => request,
+            };
+            let response = request
+                .send()
+                .await
+                .map_err(|e| MirrorError::transport(image.whole(), &self.host, e))?;
+            if response.status() == StatusCode::UNAUTHORIZED
+                && !renewed
+                && bearer(response.headers())
+            {
+                renewed = true;
+                let token = self.client.auth(image, &self.auth, RegistryOperation::Pull).await;
+                if let Some(token) = token.map_err(|e| self.error(image, e))? {
+                    self.tokens.lock().await.insert(image.repository().to_owned(), token);
+                    continue;
+                }
+            }
+            return self.check(image, response).await;
+        }
+    }
+
+    /// The response when it succeeded, else what its status and error envelope mean.
+    async fn check(&self, what: &Reference, response: Response) -> Result<Response, MirrorError> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let retry_after = retry_after(response.headers());
+        let body = response.text().await.unwrap_or_default();
+        let envelope: Option<ErrorEnvelope> = serde_json::from_str(&body).ok();
+        let codes: Vec<&str> =
+            envelope.iter().flat_map(|e| &e.errors).map(|e| e.code.as_str()).collect();
+        let mut message = envelope
+            .as_ref()
+            .map(|e| {
+                e.errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.code, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| body.trim().chars().take(200).collect());
+        if let Some(wait) = retry_after {
+            message.push_str(&format!(" (the registry asks to retry after {} s)", wait.as_secs()));
+        }
+        let what = what.whole();
+        let registry = self.host.clone();
+        let status = if codes.contains(&"TOOMANYREQUESTS") { 429 } else { status.as_u16() };
+        Err(match status {
+            401 | 403 => MirrorError::Unauthorized { what, registry },
+            _ if codes.iter().any(|c| ["UNAUTHORIZED", "DENIED"].contains(c)) => {
+                MirrorError::Unauthorized { what, registry }
+            }
+            404 => MirrorError::NotFound { what },
+            _ if codes
+                .iter()
+                .any(|c| ["MANIFEST_UNKNOWN", "NAME_UNKNOWN", "NOT_FOUND"].contains(c)) =>
+            {
+                MirrorError::NotFound { what }
+            }
+            408 | 429 | 500.. => MirrorError::Status { what, status, message, retry_after },
+            _ => MirrorError::Registry { what, message: format!("HTTP {status}: {message}") },
+        })
+    }
+
     /// The digest a tag or digest reference resolves to, by HEAD (free on Docker Hub), or
     /// `None` when the registry does not have it.
     pub async fn manifest_digest(&self, image: &Reference) -> Result<Option<String>, MirrorError> {
-        match self.client.fetch_manifest_digest(image, &self.auth).await {
-            Ok(digest) => Ok(Some(digest)),
-            Err(error) => match self.error(image, error) {
-                MirrorError::NotFound { .. } => Ok(None),
-                other => Err(other),
-            },
+        let path = manifest_path(image);
+        let accept = MEDIA_TYPES.join(", ");
+        let response = match self.request(Method::HEAD, image, &path, &accept).await {
+            Ok(response) => response,
+            Err(MirrorError::NotFound { .. }) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let header = response.headers().get("Docker-Content-Digest").and_then(|v| v.to_str().ok());
+        match header {
+            Some(digest) => Ok(Some(digest.to_owned())),
+            // A registry that does not say: hash what it serves.
+            None => Ok(Some(sha256_digest(&self.manifest(image).await?))),
         }
     }
 
-    /// The manifest's exact bytes; `image` should name a digest, which is then verified.
+    /// The manifest's exact bytes; `image` should name a digest, which the caller verifies.
     pub async fn manifest(&self, image: &Reference) -> Result<Bytes, MirrorError> {
-        let (bytes, _) = self
-            .client
-            .pull_manifest_raw(image, &self.auth, &MEDIA_TYPES)
-            .await
-            .map_err(|e| self.error(image, e))?;
-        Ok(bytes)
+        let response = self
+            .request(Method::GET, image, &manifest_path(image), &MEDIA_TYPES.join(", "))
+            .await?;
+        response.bytes().await.map_err(|e| MirrorError::transport(image.whole(), &self.host, e))
     }
 
-    /// Every tag of `repository`, page by page.
+    /// Every tag of `repository`: page after page, by the registry's `Link` header, or by
+    /// the last tag when a full page comes without one.
     pub async fn tags(&self, repository: &Reference) -> Result<Vec<String>, MirrorError> {
-        let mut tags = std::collections::BTreeSet::new();
-        let mut last: Option<String> = None;
-        loop {
-            let page = self
-                .client
-                .list_tags(repository, &self.auth, Some(self.tags_page), last.as_deref())
+        let mut tags = BTreeSet::new();
+        let first = format!("{}/tags/list?n={}", repository.repository(), self.tags_page);
+        let mut next = Some(first);
+        while let Some(path) = next.take() {
+            let response = self.request(Method::GET, repository, &path, "application/json").await?;
+            let link = next_link(response.headers());
+            let body = response
+                .bytes()
                 .await
-                .map_err(|e| self.error(repository, e))?;
-            let full = page.tags.len() >= self.tags_page;
-            last = page.tags.last().cloned();
+                .map_err(|e| MirrorError::transport(repository.whole(), &self.host, e))?;
+            let page: TagList =
+                serde_json::from_slice(&body).map_err(|e| MirrorError::Registry {
+                    what: repository.whole(),
+                    message: format!("unreadable tag list: {e}"),
+                })?;
+            let page = page.tags.unwrap_or_default();
+            let (count, last) = (page.len(), page.last().cloned());
             let before = tags.len();
-            tags.extend(page.tags);
+            tags.extend(page);
             // Some registries (distribution 2.8 among them) ignore `n` and `last` and send
             // everything, unsorted, every time: stop when a page brings nothing new.
-            if !full || tags.len() == before {
-                return Ok(tags.into_iter().collect());
+            if tags.len() == before {
+                break;
             }
+            next = link.or_else(|| {
+                let last = last.filter(|_| count >= self.tags_page)?;
+                Some(format!(
+                    "{}/tags/list?n={}&last={last}",
+                    repository.repository(),
+                    self.tags_page
+                ))
+            });
         }
+        Ok(tags.into_iter().collect())
+    }
+
+    /// Manifests that name `image` (by digest) as their subject, from the OCI referrers API;
+    /// none where the registry lacks it (referrers stored under the tag schema come with
+    /// the companion tags).
+    pub async fn referrers(&self, image: &Reference) -> Result<Vec<Descriptor>, MirrorError> {
+        let digest = image.digest().unwrap_or_default();
+        let path = format!("{}/referrers/{digest}", image.repository());
+        let response = match self.request(Method::GET, image, &path, OCI_INDEX).await {
+            Ok(response) => response,
+            Err(MirrorError::NotFound { .. }) => return Ok(Vec::new()),
+            Err(MirrorError::Registry { message, .. }) if message.starts_with("HTTP 405") => {
+                return Ok(Vec::new());
+            }
+            Err(error) => return Err(error),
+        };
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| MirrorError::transport(image.whole(), &self.host, e))?;
+        let index: Index = serde_json::from_slice(&body).map_err(|e| MirrorError::Registry {
+            what: image.whole(),
+            message: format!("unreadable referrers index: {e}"),
+        })?;
+        Ok(index.manifests)
     }
 
     /// Streams a blob; the stream fails at its end when the bytes do not match the digest.
@@ -195,32 +372,69 @@ impl Registry {
             .map(drop)
             .map_err(|e| self.error(image, e))
     }
+}
 
-    /// Manifests that name `image` as their subject, where the registry offers the referrers
-    /// API; empty where it does not.
-    pub async fn referrers(&self, image: &Reference) -> Vec<Descriptor> {
-        self.authenticate().await;
-        match self.client.pull_referrers(image, None).await {
-            Ok(index) => index
-                .manifests
-                .into_iter()
-                .map(|m| Descriptor {
-                    media_type: m.media_type,
-                    digest: m.digest,
-                    size: u64::try_from(m.size).unwrap_or(0),
-                })
-                .collect(),
-            Err(error) => {
-                tracing::debug!(image = %image, %error, "no referrers listed");
-                Vec::new()
-            }
-        }
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    #[serde(default)]
+    errors: Vec<RegistryErrorEntry>,
+}
+
+#[derive(Deserialize)]
+struct RegistryErrorEntry {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// `<repository>/manifests/<tag or digest>`.
+fn manifest_path(image: &Reference) -> String {
+    let name = image.digest().or(image.tag()).unwrap_or("latest");
+    format!("{}/manifests/{name}", image.repository())
+}
+
+/// Whether a 401 challenges for a bearer token (as opposed to basic credentials).
+fn bearer(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("bearer"))
+}
+
+/// `Retry-After`: seconds, or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
     }
+    let at =
+        time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
+    let left = at - time::OffsetDateTime::now_utc();
+    Some(Duration::try_from(left).unwrap_or_default())
+}
+
+/// The path below `/v2/` of the next page, from `Link: <…>; rel="next"`.
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|link| {
+            let (target, params) = link.trim().strip_prefix('<')?.split_once('>')?;
+            params.contains("rel=\"next\"").then_some(())?;
+            let path = match target.find("/v2/") {
+                Some(at) => &target[at + 4..],
+                None => return None,
+            };
+            Some(path.to_owned())
+        })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_loopback;
+    use super::*;
 
     #[test]
     fn only_loopback_hosts_are_plain_http() {
@@ -230,5 +444,41 @@ mod tests {
         for host in ["registry-1.docker.io", "127.0.0.2:5000", "localhost.example.com"] {
             assert!(!is_loopback(host), "{host}");
         }
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_str(value).expect("value"));
+        }
+        map
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        assert_eq!(retry_after(&headers(&[("retry-after", "7")])), Some(Duration::from_secs(7)));
+        let later = time::OffsetDateTime::now_utc() + time::Duration::seconds(90);
+        let date = later.format(&time::format_description::well_known::Rfc2822).expect("date");
+        let parsed = retry_after(&headers(&[("retry-after", &date)])).expect("a date");
+        assert!((85..=90).contains(&parsed.as_secs()), "{parsed:?}");
+        assert_eq!(retry_after(&headers(&[("retry-after", "soon")])), None);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn the_next_page_comes_from_the_link_header() {
+        let relative = headers(&[("link", r#"</v2/team/app/tags/list?last=b&n=2>; rel="next""#)]);
+        assert_eq!(next_link(&relative).as_deref(), Some("team/app/tags/list?last=b&n=2"));
+        let absolute =
+            headers(&[("link", r#"<https://r.example/v2/app/tags/list?last=z>; rel="next""#)]);
+        assert_eq!(next_link(&absolute).as_deref(), Some("app/tags/list?last=z"));
+        let other = headers(&[("link", r#"</v2/app/tags/list?last=a>; rel="prev""#)]);
+        assert_eq!(next_link(&other), None);
+    }
+
+    #[test]
+    fn bearer_challenges_are_told_from_basic_ones() {
+        assert!(bearer(&headers(&[("www-authenticate", r#"Bearer realm="https://auth""#)])));
+        assert!(!bearer(&headers(&[("www-authenticate", r#"Basic realm="r""#)])));
     }
 }

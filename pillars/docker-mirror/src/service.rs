@@ -24,12 +24,17 @@ use crate::target::{Destination, Target};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
+    /// The image was copied; `referrers` of it too (signatures, attestations, SBOMs).
     Copied {
         digest: String,
         bytes: u64,
+        referrers: usize,
     },
+    /// The target had the image; `referrers` of it that it lacked were copied.
     UpToDate {
         digest: String,
+        bytes: u64,
+        referrers: usize,
     },
     FilteredOut,
     Failed {
@@ -51,11 +56,19 @@ impl std::fmt::Display for ImageReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (source, target) = (&self.source, &self.target);
         match &self.outcome {
-            Outcome::Copied { digest, bytes } => {
-                write!(f, "copied      {source} -> {target} ({digest}, {bytes} blob bytes)")
+            Outcome::Copied { digest, bytes, referrers } => {
+                write!(f, "copied      {source} -> {target} ({digest}, {bytes} blob bytes")?;
+                match referrers {
+                    0 => write!(f, ")"),
+                    n => write!(f, ", {n} referrers)"),
+                }
             }
-            Outcome::UpToDate { digest } => {
-                write!(f, "up to date  {source} -> {target} ({digest})")
+            Outcome::UpToDate { digest, referrers, .. } => {
+                write!(f, "up to date  {source} -> {target} ({digest})")?;
+                match referrers {
+                    0 => Ok(()),
+                    n => write!(f, "; {n} new referrers copied"),
+                }
             }
             Outcome::FilteredOut => write!(f, "filtered    {source}"),
             Outcome::Failed { reason } => write!(f, "FAILED      {source} -> {target}: {reason}"),
@@ -92,10 +105,18 @@ impl SyncReport {
         self.images
             .iter()
             .map(|i| match i.outcome {
-                Outcome::Copied { bytes, .. } => bytes,
+                Outcome::Copied { bytes, .. } | Outcome::UpToDate { bytes, .. } => bytes,
                 _ => 0,
             })
             .sum()
+    }
+
+    /// A run that failed before any image could be tried (an event naming an image the
+    /// manifest lacks): reported, and counted, like a failed image.
+    pub fn failed_request(what: &str, error: &MirrorError) -> Self {
+        let outcome = Outcome::Failed { reason: error.to_string() };
+        let image = ImageReport { source: what.to_owned(), target: String::new(), outcome };
+        Self { images: vec![image], seconds: 0.0 }
     }
 
     /// EMF metrics. `MirrorLagSeconds` is how long this run took to bring the copied images
@@ -135,6 +156,8 @@ pub struct Mirror {
     pub image_concurrency: usize,
     /// Plain HTTP allowed to registries off loopback.
     pub insecure: bool,
+    /// No new work starts this close to a deadline.
+    pub deadline_margin: Duration,
     ecr: Option<Arc<Ecr>>,
     secrets: Option<Arc<SecretCache>>,
 }
@@ -142,12 +165,19 @@ pub struct Mirror {
 /// Status checks (a HEAD on each side) run at the same time.
 const CHECK_CONCURRENCY: usize = 16;
 
-/// How long before the deadline no new image is started.
+/// How long before the deadline no new image is started, unless set otherwise.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(20);
 
 impl Mirror {
     pub fn new(ecr: Option<Arc<Ecr>>, secrets: Option<Arc<SecretCache>>) -> Self {
-        Self { copier: Copier::default(), image_concurrency: 2, insecure: false, ecr, secrets }
+        Self {
+            copier: Copier::default(),
+            image_concurrency: 2,
+            insecure: false,
+            deadline_margin: DEADLINE_MARGIN,
+            ecr,
+            secrets,
+        }
     }
 
     /// ECR and Secrets Manager clients from the AWS configuration.
@@ -205,13 +235,24 @@ impl Mirror {
             scan_on_push: image.scan_on_push,
             immutable_tags: image.immutable_tags,
         };
-        // One report for the whole entry when its tags cannot even be known.
-        let entry_failed = |reason: String| {
-            vec![ImageReport {
-                source: image.source.clone(),
-                target: format!("ecr:{}", image.ecr_repository),
-                outcome: Outcome::Failed { reason },
-            }]
+        // When its tags cannot even be listed: a report for each explicit tag, and one for
+        // the tags the patterns would have selected.
+        let entry = |outcome: Outcome| {
+            let target = format!("ecr:{}", image.ecr_repository);
+            let report = |source: String, target: String| ImageReport {
+                source,
+                target,
+                outcome: outcome.clone(),
+            };
+            let mut reports: Vec<ImageReport> = image
+                .tags
+                .iter()
+                .map(|tag| report(named(&image.source, tag), named(&target, tag)))
+                .collect();
+            if reports.is_empty() || needs_tag_list(image) {
+                reports.push(report(image.source.clone(), target.clone()));
+            }
+            reports
         };
         let prepared = async {
             let source = ImageRef::parse(&image.source)?;
@@ -219,17 +260,23 @@ impl Mirror {
             let registry = self.registry(source.host(), self.source_auth(image).await?);
             Ok::<_, MirrorError>((source, to, registry))
         };
-        let (source, to, registry) = match prepared.await {
-            Ok(parts) => parts,
-            Err(error) => return entry_failed(error.to_string()),
+        let (source, to, registry) = match self.in_time(deadline, prepared).await {
+            None => return entry(Outcome::Left),
+            Some(Ok(parts)) => parts,
+            Some(Err(error)) => return entry(failed(&error)),
         };
-        let available = match self.copier.retry.run(|| registry.tags(&source.repository)).await {
-            Ok(tags) => tags,
-            Err(error) if !needs_tag_list(image) => {
+        let copier = self.copier.until(deadline);
+        let listed = self.in_time(deadline, copier.retry.run(|| registry.tags(&source.repository)));
+        let available = match listed.await {
+            None => return entry(Outcome::Left),
+            Some(Ok(tags)) => tags,
+            Some(Err(error)) if !needs_tag_list(image) => {
                 tracing::warn!(source = image.source, %error, "tags not listed; explicit tags only");
                 Vec::new()
             }
-            Err(error) => return entry_failed(format!("listing tags: {error}")),
+            Some(Err(error)) => {
+                return entry(Outcome::Failed { reason: format!("listing tags: {error}") });
+            }
         };
         let selection = select(image, &available);
         let jobs = selection.tags.iter().map(|tag| Job::tag(&source, tag.clone()));
@@ -245,10 +292,23 @@ impl Mirror {
         reports
     }
 
+    /// `work`, if it is done `deadline_margin` before `deadline`; `None` if it could not be.
+    async fn in_time<T>(
+        &self,
+        deadline: Option<Instant>,
+        work: impl Future<Output = T>,
+    ) -> Option<T> {
+        match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
+            None => Some(work.await),
+            Some(left) if left <= self.deadline_margin => None,
+            Some(left) => tokio::time::timeout(left - self.deadline_margin, work).await.ok(),
+        }
+    }
+
     /// Copies `jobs` from `source` into `to`: first every job's status, many at a time
-    /// (HEADs are cheap, and free on Docker Hub), then the copies, a bounded number at a
-    /// time, each until the deadline: what a deadline cuts short is reported `Left` and has
-    /// nothing tagged.
+    /// (HEADs are cheap, and free on Docker Hub), with the referrers an up-to-date image's
+    /// target lacks; then the copies, a bounded number at a time. Everything stops before
+    /// the deadline: what it cuts short is reported `Left` and has nothing tagged.
     pub async fn mirror(
         &self,
         source: &Registry,
@@ -256,49 +316,61 @@ impl Mirror {
         to: &Destination,
         deadline: Option<Instant>,
     ) -> Vec<ImageReport> {
-        let time_left = || deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let copier = self.copier.until(deadline);
         let checked: Vec<_> = stream::iter(jobs)
             .map(|job| async move {
                 let reference = job.source.at(&job.selector);
-                let status = match time_left() {
-                    Some(left) if left <= DEADLINE_MARGIN => None,
-                    _ => Some(
-                        self.copier.status(source, &reference, to, job.target_tag.as_deref()).await,
-                    ),
+                let check = async {
+                    let status =
+                        copier.status(source, &reference, to, job.target_tag.as_deref()).await?;
+                    let referrers = match &status {
+                        Status::UpToDate(digest) => {
+                            copier.missing_referrers(source, &reference, to, digest).await?
+                        }
+                        Status::Changed(_) => Vec::new(),
+                    };
+                    Ok::<_, MirrorError>((status, referrers))
                 };
-                (job, reference, status)
+                let checked = self.in_time(deadline, check).await;
+                (job, reference, checked)
             })
             .buffered(CHECK_CONCURRENCY)
             .collect()
             .await;
         stream::iter(checked)
-            .map(|(job, reference, status)| async move {
+            .map(|(job, reference, checked)| async move {
                 // Without a target tag the source names a digest, copied by digest.
                 let target = named(to, job.target_tag.as_deref().unwrap_or(&job.selector));
                 let repository = format!("{}/{}", reference.registry(), reference.repository());
                 let source_name = named(repository, &job.selector);
                 let report = |outcome| ImageReport { source: source_name, target, outcome };
-                let digest = match status {
-                    None => return report(Outcome::Left),
-                    Some(Ok(Status::Changed(digest))) => digest,
-                    Some(Ok(Status::UpToDate(digest))) => {
-                        return report(Outcome::UpToDate { digest });
-                    }
-                    Some(Err(error)) => return report(failed(&error)),
-                };
-                let copied = {
-                    let tag = job.target_tag.as_deref();
-                    let copy = self.copier.copy(source, &reference, to, tag, &digest);
-                    match time_left() {
-                        Some(left) if left <= DEADLINE_MARGIN => None,
-                        Some(left) => tokio::time::timeout(left - DEADLINE_MARGIN, copy).await.ok(),
-                        None => Some(copy.await),
-                    }
-                };
-                report(match copied {
+                let tag = job.target_tag.as_deref();
+                report(match checked {
                     None => Outcome::Left,
-                    Some(Ok(bytes)) => Outcome::Copied { digest, bytes },
                     Some(Err(error)) => failed(&error),
+                    Some(Ok((Status::UpToDate(digest), referrers))) if referrers.is_empty() => {
+                        Outcome::UpToDate { digest, bytes: 0, referrers: 0 }
+                    }
+                    Some(Ok((Status::UpToDate(digest), referrers))) => {
+                        let copy = copier.copy_referrers(source, &reference, to, &referrers);
+                        match self.in_time(deadline, copy).await {
+                            None => Outcome::Left,
+                            Some(Ok(bytes)) => {
+                                Outcome::UpToDate { digest, bytes, referrers: referrers.len() }
+                            }
+                            Some(Err(error)) => failed(&error),
+                        }
+                    }
+                    Some(Ok((Status::Changed(digest), _))) => {
+                        let copy = copier.copy(source, &reference, to, tag, &digest);
+                        match self.in_time(deadline, copy).await {
+                            None => Outcome::Left,
+                            Some(Ok((bytes, referrers))) => {
+                                Outcome::Copied { digest, bytes, referrers }
+                            }
+                            Some(Err(error)) => failed(&error),
+                        }
+                    }
                 })
             })
             .buffered(self.image_concurrency.max(1))
@@ -339,7 +411,9 @@ fn companions(available: &[String], reports: &[ImageReport]) -> Vec<String> {
     let digests: Vec<&str> = reports
         .iter()
         .filter_map(|r| match &r.outcome {
-            Outcome::Copied { digest, .. } | Outcome::UpToDate { digest } => Some(digest.as_str()),
+            Outcome::Copied { digest, .. } | Outcome::UpToDate { digest, .. } => {
+                Some(digest.as_str())
+            }
             _ => None,
         })
         .collect();

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use docker_mirror::service::{Mirror, requested};
+use docker_mirror::service::{Mirror, SyncReport, requested};
 use docker_mirror::settings::MirrorSettings;
 use lambda_runtime::{LambdaEvent, service_fn};
 use pillar_config::{Env, Manifest};
@@ -25,7 +25,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let (mirror, manifest) = (Arc::clone(&mirror), Arc::clone(&manifest));
         async move {
-            let images = requested(&manifest.images, &event.payload)?;
+            let images = requested(&manifest.images, &event.payload).inspect_err(|error| {
+                SyncReport::failed_request(&event.payload.to_string(), error).metrics().emit();
+            })?;
             let deadline = pillar_telemetry::deadline(event.context.deadline());
             let report = mirror.sync(&images, Some(deadline)).await;
             report.metrics().emit();

@@ -1,0 +1,121 @@
+//! The OCI referrers API in front of a registry that lacks it (Debian's `docker-registry`
+//! 2.8): answers `GET /v2/<name>/referrers/<digest>` with the index a test sets, and passes
+//! every other request through to the registry, streaming both ways.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::TryStreamExt;
+
+#[derive(Debug)]
+struct Proxy {
+    upstream: String,
+    client: reqwest::Client,
+    /// subject digest -> OCI index listing its referrers
+    referrers: Mutex<HashMap<String, String>>,
+}
+
+/// A registry with the referrers API, on its own runtime.
+#[derive(Debug)]
+pub struct ReferrersRegistry {
+    pub address: SocketAddr,
+    proxy: Arc<Proxy>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl ReferrersRegistry {
+    /// In front of the registry at `upstream` (`host:port`, plain HTTP).
+    pub fn start(upstream: &str) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind a loopback port");
+        let address = listener.local_addr().expect("address");
+        let proxy = Arc::new(Proxy {
+            upstream: format!("http://{upstream}"),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            referrers: Mutex::new(HashMap::new()),
+        });
+        let app = axum::Router::new().fallback(handle).with_state(Arc::clone(&proxy));
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Self { address, proxy, _runtime: runtime }
+    }
+
+    /// From now on, `subject`'s referrers are the manifests `(media type, digest, size,
+    /// artifact type)`.
+    pub fn set_referrers(&self, subject: &str, manifests: &[(&str, &str, u64, &str)]) {
+        let entries: Vec<serde_json::Value> = manifests
+            .iter()
+            .map(|(media_type, digest, size, artifact_type)| {
+                serde_json::json!({
+                    "mediaType": media_type, "digest": digest, "size": size,
+                    "artifactType": artifact_type,
+                })
+            })
+            .collect();
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": entries,
+        });
+        self.proxy
+            .referrers
+            .lock()
+            .expect("referrers")
+            .insert(subject.to_owned(), index.to_string());
+    }
+}
+
+async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    if let Some((_, digest)) = path.strip_prefix("/v2/").and_then(|p| p.rsplit_once("/referrers/"))
+    {
+        let index = proxy.referrers.lock().expect("referrers").get(digest).cloned();
+        let index = index.unwrap_or_else(|| {
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#.to_owned()
+        });
+        let mut response = index.into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/vnd.oci.image.index.v1+json"),
+        );
+        return response;
+    }
+    match forward(&proxy, request).await {
+        Ok(response) => response,
+        Err(error) => (StatusCode::BAD_GATEWAY, format!("{error}\n")).into_response(),
+    }
+}
+
+async fn forward(proxy: &Proxy, request: Request) -> Result<Response, reqwest::Error> {
+    let (parts, body) = request.into_parts();
+    let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let url = format!("{}{}{query}", proxy.upstream, parts.uri.path());
+    let mut headers = parts.headers.clone();
+    headers.remove(header::HOST);
+    let upstream = proxy
+        .client
+        .request(parts.method, url)
+        .headers(headers)
+        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+        .send()
+        .await?;
+    let mut response = Response::builder().status(upstream.status());
+    for (name, value) in upstream.headers() {
+        response = response.header(name, value);
+    }
+    let body = Body::from_stream(upstream.bytes_stream().map_err(std::io::Error::other));
+    Ok(response.body(body).expect("a response from an upstream one"))
+}

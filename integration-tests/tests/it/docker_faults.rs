@@ -1,0 +1,206 @@
+//! The Docker mirror under the faults of a bad day, on real sockets: a connection cut in the
+//! middle of a blob, a registry that never answers while a deadline runs, signatures that
+//! arrive after their image, a registry that pages with `Link` headers, and one that asks
+//! to be left alone for a while (`Retry-After`).
+
+use std::time::{Duration, Instant};
+
+use docker_mirror::refs::ImageRef;
+use docker_mirror::registry::Registry;
+use docker_mirror::service::{Mirror, Outcome};
+use integration_tests::faults::{Blackhole, CuttingProxy};
+use integration_tests::referrers::ReferrersRegistry;
+use oci_client::secrets::RegistryAuth;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::docker_mirror::{
+    MIB, ecr_images, exists, mirror, mirror_json, push, raw, scripted_registry, spec, stdout,
+    target,
+};
+use crate::support::{env, runtime, stderr, unique};
+
+fn registry_address(variable: &str) -> std::net::SocketAddr {
+    env(variable).parse().expect("host:port of a stand-in")
+}
+
+#[test]
+fn a_connection_cut_mid_blob_is_retried_not_taken_for_corruption() {
+    let repository = unique("dm/cut");
+    let digest = push(&spec(&["linux/amd64"], &[6 * MIB], false), &repository, "1");
+    for to in [target(&repository, "1"), format!("ecr:{repository}:1")] {
+        let proxy =
+            CuttingProxy::start(registry_address("PILLAR_SOURCE_REGISTRY"), 2 * MIB as usize);
+        let from = format!("{}/{repository}:1", proxy.address);
+        let output = mirror(&from, &to, &["--json"]);
+        assert!(output.status.success(), "{to}: {}{}", stdout(&output), stderr(&output));
+        assert_eq!(proxy.cuts(), 1, "{to}: the connection was cut once");
+        let report: Value = serde_json::from_slice(&output.stdout).expect("json");
+        assert_eq!(report["images"][0]["digest"], digest.as_str(), "{report}");
+    }
+    assert!(exists(&target(&repository, "1")));
+    assert_eq!(ecr_images(&repository), 1);
+}
+
+#[test]
+fn the_deadline_bounds_listing_and_checks_against_a_hung_registry() {
+    let hung = Blackhole::start();
+    let manifest = pillar_config::Manifest::parse(
+        &format!(
+            "[[image]]\nsource = \"{0}/team/pinned\"\necr_repository = \"{1}-pinned\"\ntags = [\"1\"]\n\n\
+             [[image]]\nsource = \"{0}/team/listed\"\necr_repository = \"{1}-listed\"\ninclude = ['^v']\n",
+            hung.address,
+            unique("dm/hung")
+        ),
+        "pillars.toml".as_ref(),
+    )
+    .expect("manifest");
+    let mut mirror = Mirror::from_aws(&crate::support::aws_config(), Duration::ZERO);
+    mirror.deadline_margin = Duration::from_secs(1);
+    let images: Vec<_> = manifest.images.iter().collect();
+    let started = Instant::now();
+    let report = runtime().block_on(mirror.sync(&images, Some(started + Duration::from_secs(5))));
+    assert!(started.elapsed() < Duration::from_secs(6), "ran for {:?}", started.elapsed());
+    assert_eq!(report.images.len(), 2, "{report:?}");
+    assert!(report.images.iter().all(|i| i.outcome == Outcome::Left), "{report:?}");
+    assert_eq!(report.metrics().to_json(0)["ImagesLeft"], 2.0);
+}
+
+/// Pushes to the source registry an OCI artifact that refers to `subject` (a cosign-style
+/// signature); returns its digest and size.
+fn push_signature(repository: &str, subject: &str) -> (String, u64) {
+    use oci_client::client::{ClientConfig, ClientProtocol};
+
+    let host = env("PILLAR_SOURCE_REGISTRY");
+    let client = oci_client::Client::new(ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(vec![host.clone()]),
+        ..ClientConfig::default()
+    });
+    let at = |tag: &str| docker_mirror::refs::reference(&host, repository, tag);
+    let subject_size = raw(&format!("{host}/{repository}@{subject}")).len();
+    let signature = format!("signed {subject} at {:?}", Instant::now()).into_bytes();
+    let blob_digest = format!("sha256:{}", hex::encode(Sha256::digest(&signature)));
+    let config = b"{}".to_vec();
+    let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config_digest, "size": 2},
+        "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                    "digest": blob_digest, "size": signature.len()}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": subject, "size": subject_size},
+    })
+    .to_string();
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(manifest.as_bytes())));
+    runtime().block_on(async {
+        let auth = RegistryAuth::Anonymous;
+        client.store_auth_if_needed(&host, &auth).await;
+        for (blob, blob_digest) in [(signature, &blob_digest), (config, &config_digest)] {
+            client.push_blob(&at(blob_digest), blob, blob_digest).await.expect("push blob");
+        }
+        let content_type = "application/vnd.oci.image.manifest.v1+json".parse().expect("header");
+        client
+            .push_manifest_raw(&at(&digest), manifest.clone().into_bytes(), content_type)
+            .await
+            .expect("push manifest");
+    });
+    (digest, manifest.len() as u64)
+}
+
+#[test]
+fn signatures_added_after_the_image_are_copied_and_a_failed_referrer_counts() {
+    let repository = unique("dm/signed");
+    let image = push(&spec(&["linux/amd64"], &[MIB], false), &repository, "1");
+    let registry = ReferrersRegistry::start(&env("PILLAR_SOURCE_REGISTRY"));
+    let from = format!("{}/{repository}:1", registry.address);
+    let targets = [target(&repository, "1"), format!("ecr:{repository}:1")];
+    for to in &targets {
+        let first = mirror_json(&from, to);
+        assert_eq!(first["images"][0]["outcome"], "copied", "{first}");
+    }
+
+    // Signed after it was mirrored: the image is up to date, its signature is not.
+    let (signature, size) = push_signature(&repository, &image);
+    let kind = "application/vnd.dev.cosign.artifact.sig.v1+json";
+    let manifest_type = "application/vnd.oci.image.manifest.v1+json";
+    registry.set_referrers(&image, &[(manifest_type, &signature, size, kind)]);
+    for to in &targets {
+        let again = mirror_json(&from, to);
+        assert_eq!(again["images"][0]["outcome"], "up_to_date", "{again}");
+        assert_eq!(again["images"][0]["referrers"], 1, "{to}: the signature was copied: {again}");
+    }
+    assert!(exists(&format!("{}/{repository}@{signature}", env("PILLAR_TARGET_REGISTRY"))));
+    assert_eq!(ecr_images(&repository), 2, "the image and its signature");
+
+    // A referrer that cannot be copied fails the image's report.
+    let missing = format!("sha256:{}", "0".repeat(64));
+    registry.set_referrers(
+        &image,
+        &[(manifest_type, &signature, size, kind), (manifest_type, &missing, 10, kind)],
+    );
+    for to in &targets {
+        let output = mirror(&from, to, &["--json"]);
+        assert_eq!(output.status.code(), Some(1), "{to}: {}", stdout(&output));
+        let report: Value = serde_json::from_slice(&output.stdout).expect("json");
+        assert_eq!(report["images"][0]["outcome"], "failed", "{report}");
+        let reason = report["images"][0]["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("referrer") && reason.contains(&missing), "{reason}");
+    }
+}
+
+#[test]
+fn tag_listing_follows_the_link_header_past_a_short_page() {
+    let (address, _) = scripted_registry(|_, line| match line {
+        _ if line.contains("last=b") => (
+            "200 OK",
+            "Link: </v2/app/tags/list?last=d&n=2>; rel=\"next\"\r\n",
+            r#"{"name":"app","tags":["c","d"]}"#,
+        ),
+        _ if line.contains("last=d") => ("200 OK", "", r#"{"name":"app","tags":["e"]}"#),
+        _ if line.contains("/tags/list") => (
+            "200 OK",
+            "Link: </v2/app/tags/list?last=b&n=2>; rel=\"next\"\r\n",
+            r#"{"name":"app","tags":["a","b"]}"#,
+        ),
+        _ => ("200 OK", "", "{}"),
+    });
+    let source = ImageRef::parse(&format!("{address}/app")).expect("reference");
+    let registry = Registry::new(source.host(), RegistryAuth::Anonymous, false);
+    let tags = runtime().block_on(registry.tags(&source.repository)).expect("tags");
+    assert_eq!(tags, ["a", "b", "c", "d", "e"]);
+}
+
+#[test]
+fn retry_after_is_waited_for_and_a_wait_too_long_gives_up_at_once() {
+    let (address, seen) = scripted_registry(|n, _| match n {
+        0 | 1 => (
+            "429 Too Many Requests",
+            "Retry-After: 2\r\n",
+            r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#,
+        ),
+        _ => {
+            ("404 Not Found", "", r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}"#)
+        }
+    });
+    let started = Instant::now();
+    let output = mirror(&format!("{address}/app:1"), &target("dm/never", "1"), &[]);
+    let took = started.elapsed();
+    assert!(stdout(&output).contains("not found"), "{}{}", stdout(&output), stderr(&output));
+    assert!(took >= Duration::from_secs(4), "waited {took:?} for two Retry-After: 2");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+
+    let (address, _) = scripted_registry(|_, _| {
+        (
+            "429 Too Many Requests",
+            "Retry-After: 3600\r\n",
+            r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"quota"}]}"#,
+        )
+    });
+    let started = Instant::now();
+    let output = mirror(&format!("{address}/app:1"), &target("dm/never", "1"), &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(started.elapsed() < Duration::from_secs(10), "gave up at once");
+    assert!(stdout(&output).contains("3600 s"), "{}", stdout(&output));
+}
