@@ -582,3 +582,32 @@ fn the_default_branch_follows_the_source_head() {
     assert_eq!(default_branch(&repository).as_deref(), Some("develop"));
     assert_eq!(cloned_head(&repository), "refs/heads/develop\tHEAD");
 }
+
+/// A repository on this machine as the target: the pack indexed into it, refs updated.
+#[test]
+fn a_local_repository_is_a_target_too() {
+    let server = SourceServer::start(None);
+    let source = server.repository("app");
+    let first = source.commit("one");
+    source.git(&["tag", "-a", "v1", "-m", "release"]);
+    source.git(&["branch", "doomed"]);
+    let git = Git::plain();
+    let target = git.dir().join("backup.git");
+    ok(git.command().args(["init", "-q", "--bare"]).arg(&target));
+    let work = tempfile::tempdir().expect("work dir");
+    let target_url = target.to_string_lossy().into_owned();
+    let mirror = || {
+        ok(pillar()
+            .args(["scp", "mirror", "--source", &server.url("app"), "--target", &target_url])
+            .arg("--work-dir")
+            .arg(work.path()))
+    };
+    mirror();
+    source.commit("two");
+    source.git(&["branch", "-D", "doomed"]);
+    source.git(&["tag", "light", &first]);
+    let second = mirror();
+    assert!(second.contains("1 created, 1 updated, 1 deleted"), "{second}");
+    assert_eq!(heads_and_tags(&git, &target_url), heads_and_tags(&source.git, &server.url("app")));
+    ok(git.command().arg("--git-dir").arg(&target).args(["fsck", "--no-dangling"]));
+}
