@@ -5,6 +5,7 @@ mod config_cli;
 mod docker_faults;
 mod docker_mirror;
 mod git_credentials;
+mod logging;
 mod scp_faults;
 mod secrets;
 mod self_contained;

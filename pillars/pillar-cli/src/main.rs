@@ -4,6 +4,7 @@
 mod config;
 mod git_credential;
 mod image;
+mod logs;
 mod scp;
 mod webhook;
 
@@ -35,9 +36,15 @@ enum Command {
     /// git config --global credential.helper '!pillar git-credential'
     /// git config --global credential.useHttpPath true
     GitCredential(git_credential::Args),
+    /// Logging Pillar: send one canary heartbeat through the stream and wait for it in
+    /// CloudWatch Logs; prints how long it took.
+    Heartbeat(logs::HeartbeatArgs),
     /// Docker mirror: copy images, every platform and digest-exact, into ECR or a registry.
     #[command(subcommand)]
     Image(image::Command),
+    /// Logging Pillar: ship lines into the stream, drain it into CloudWatch Logs, read back.
+    #[command(subcommand)]
+    Logs(logs::Command),
     /// Source Control Pillar: mirror git repositories into CodeCommit.
     #[command(subcommand)]
     Scp(scp::Command),
@@ -56,7 +63,9 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Config(command) => config::run(command),
         Command::GitCredential(args) => git_credential::run(args),
+        Command::Heartbeat(args) => logs::heartbeat(args),
         Command::Image(command) => image::run(command),
+        Command::Logs(command) => logs::run(command),
         Command::Scp(command) => scp::run(command),
         Command::Webhook(command) => webhook::run(command),
     };

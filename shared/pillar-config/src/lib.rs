@@ -7,7 +7,7 @@ mod manifest;
 mod validate;
 
 pub use env::{Env, EnvError};
-pub use manifest::{Image, Logging, Manifest, Repository};
+pub use manifest::{DEFAULT_LOG_GROUP_PREFIX, Image, Logging, Manifest, Repository};
 
 use std::path::{Path, PathBuf};
 

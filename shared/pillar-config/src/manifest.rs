@@ -78,6 +78,26 @@ pub struct Logging {
     /// How often the heartbeat proves the path alive.
     #[serde(default = "default_heartbeat_minutes")]
     pub heartbeat_period_minutes: u32,
+    /// KMS key (ARN) the log groups the sink creates are encrypted with; CloudWatch Logs'
+    /// own encryption when unset.
+    pub kms_key: Option<String>,
+}
+
+/// Where log groups go when nothing says otherwise: `<prefix><service>`.
+pub const DEFAULT_LOG_GROUP_PREFIX: &str = "/pillar/";
+
+impl Logging {
+    /// The settings of a deployment without a manifest: the stream named, default prefix,
+    /// no retention change, no KMS key.
+    pub fn defaults(stream: &str) -> Self {
+        Self {
+            stream: stream.to_owned(),
+            log_group_prefix: default_log_group_prefix(),
+            retention_days: default_retention_days(),
+            heartbeat_period_minutes: default_heartbeat_minutes(),
+            kms_key: None,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -85,7 +105,7 @@ fn yes() -> bool {
 }
 
 fn default_log_group_prefix() -> String {
-    "/pillars/logs/".to_owned()
+    DEFAULT_LOG_GROUP_PREFIX.to_owned()
 }
 
 fn default_retention_days() -> u32 {

@@ -54,7 +54,7 @@ fn the_commented_example_is_valid_and_complete() {
 fn defaults_fill_optional_settings() {
     let manifest = parse(&format!("{VALID}\n[logging]\nstream = \"s\"\n")).expect("valid");
     let logging = manifest.logging.expect("logging");
-    assert_eq!(logging.log_group_prefix, "/pillars/logs/");
+    assert_eq!(logging.log_group_prefix, "/pillar/");
     assert_eq!((logging.retention_days, logging.heartbeat_period_minutes), (30, 5));
     assert!(manifest.images[0].scan_on_push);
     assert!(parse("").expect("an empty manifest is valid").repositories.is_empty());
@@ -126,6 +126,7 @@ stream = "has space"
 log_group_prefix = "bad prefix"
 retention_days = 31
 heartbeat_period_minutes = 0
+kms_key = "alias/logs"
 "#;
     let found = problems(text);
     assert_eq!(
@@ -151,6 +152,7 @@ heartbeat_period_minutes = 0
             "logging.log_group_prefix",
             "logging.retention_days",
             "logging.heartbeat_period_minutes",
+            "logging.kms_key",
         ],
         "{found:#?}"
     );

@@ -35,6 +35,8 @@ static SECRET_ID: LazyLock<Regex> = LazyLock::new(|| {
     )
 });
 static STREAM: LazyLock<Regex> = LazyLock::new(|| pattern(r"^[A-Za-z0-9_.-]{1,128}$"));
+static KMS_KEY_ARN: LazyLock<Regex> =
+    LazyLock::new(|| pattern(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]{1,128}$"));
 static LOG_GROUP_PREFIX: LazyLock<Regex> = LazyLock::new(|| pattern(r"^[A-Za-z0-9_./#-]{1,400}$"));
 
 #[derive(Default)]
@@ -217,5 +219,13 @@ fn logging(manifest: &Manifest, p: &mut Problems) {
     }
     if !(1..=1440).contains(&logging.heartbeat_period_minutes) {
         p.add("logging.heartbeat_period_minutes", "the heartbeat period is 1 to 1440 minutes");
+    }
+    if let Some(key) = &logging.kms_key {
+        p.expect_match(
+            "logging.kms_key".into(),
+            key,
+            &KMS_KEY_ARN,
+            "a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>); CloudWatch Logs takes no alias",
+        );
     }
 }

@@ -1,0 +1,214 @@
+//! Draining the stream without Lambda (`pillar logs drain`): every shard read from the
+//! oldest record, or from where a checkpoint file says the last run stopped, through the
+//! same sink the Lambda runs. The checkpoint moves only past records durably written.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::types::ShardIteratorType;
+
+use crate::LogError;
+use crate::event::InputRecord;
+use crate::sink::{Sink, SinkReport};
+
+/// GetRecords: records per call (Lambda delivers at most as many per invocation).
+const RECORDS_PER_READ: i32 = 10_000;
+/// Tries of one batch the sink could not write before the drain gives up.
+const WRITE_ATTEMPTS: u32 = 5;
+
+/// shard id → the sequence number of the last record written.
+type Checkpoint = BTreeMap<String, String>;
+
+/// What a drain did, summed over its batches.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Drained {
+    pub shards: usize,
+    pub records: usize,
+    pub events_written: usize,
+    pub events_rejected: usize,
+}
+
+/// Reads one stream into a sink.
+#[derive(Debug)]
+pub struct Drain {
+    pub client: Client,
+    pub stream: String,
+    pub sink: Sink,
+    pub checkpoint: PathBuf,
+}
+
+fn kinesis_error<E, R>(
+    operation: &'static str,
+    stream: &str,
+    error: &aws_sdk_kinesis::error::SdkError<E, R>,
+) -> LogError
+where
+    E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    LogError::Kinesis {
+        operation,
+        stream: stream.to_owned(),
+        message: pillar_auth::aws_error_message(error),
+    }
+}
+
+impl Drain {
+    /// Reads every shard to its end; with `once`, returns then, otherwise keeps reading
+    /// new records until stopped.
+    pub async fn run(&self, once: bool) -> Result<Drained, LogError> {
+        let mut checkpoint = load(&self.checkpoint)?;
+        let mut drained = Drained::default();
+        loop {
+            let shards = self.shards().await?;
+            drained.shards = shards.len();
+            for shard in &shards {
+                self.read_shard(shard, &mut checkpoint, &mut drained).await?;
+            }
+            if once {
+                return Ok(drained);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn shards(&self) -> Result<Vec<String>, LogError> {
+        let mut shards = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let request = match token.take() {
+                Some(token) => self.client.list_shards().next_token(token),
+                None => self.client.list_shards().stream_name(&self.stream),
+            };
+            let page =
+                request.send().await.map_err(|e| kinesis_error("ListShards", &self.stream, &e))?;
+            shards.extend(page.shards().iter().map(|s| s.shard_id().to_owned()));
+            match page.next_token() {
+                Some(next) => token = Some(next.to_owned()),
+                None => return Ok(shards),
+            }
+        }
+    }
+
+    /// Reads `shard` from its checkpoint to its current end.
+    async fn read_shard(
+        &self,
+        shard: &str,
+        checkpoint: &mut Checkpoint,
+        drained: &mut Drained,
+    ) -> Result<(), LogError> {
+        let mut iterator =
+            Some(self.iterator(shard, checkpoint.get(shard).map(String::as_str)).await?);
+        while let Some(current) = iterator.take() {
+            let read = self
+                .client
+                .get_records()
+                .shard_iterator(current)
+                .limit(RECORDS_PER_READ)
+                .send()
+                .await
+                .map_err(|e| kinesis_error("GetRecords", &self.stream, &e))?;
+            let records: Vec<InputRecord> = read
+                .records()
+                .iter()
+                .map(|r| InputRecord {
+                    sequence_number: r.sequence_number().to_owned(),
+                    partition_key: r.partition_key().unwrap_or_default().to_owned(),
+                    data: r.data().as_ref().to_vec(),
+                    arrival_ms: r
+                        .approximate_arrival_timestamp()
+                        .and_then(|t| t.to_millis().ok())
+                        .unwrap_or_default(),
+                })
+                .collect();
+            let next = read.next_shard_iterator().map(str::to_owned);
+            if records.is_empty() {
+                // An empty page before the end of the data is possible: go on until caught up.
+                if read.millis_behind_latest().unwrap_or(0) > 0 {
+                    iterator = next;
+                    continue;
+                }
+                break;
+            }
+            let report = self.write(&records).await?;
+            drained.records += report.records;
+            drained.events_written += report.events_written;
+            drained.events_rejected += report.events_rejected;
+            let last = records.last().expect("not empty").sequence_number.clone();
+            checkpoint.insert(shard.to_owned(), last);
+            save(&self.checkpoint, checkpoint)?;
+            iterator = next;
+        }
+        Ok(())
+    }
+
+    /// Writes `records` through the sink, as Lambda would retry a batch: from the first
+    /// record not written, a few times.
+    async fn write(&self, records: &[InputRecord]) -> Result<SinkReport, LogError> {
+        let mut total = SinkReport { records: records.len(), ..SinkReport::default() };
+        let mut from = 0;
+        for attempt in 1..=WRITE_ATTEMPTS {
+            let report = self.sink.write(&records[from..], None).await;
+            total.events_written += report.events_written;
+            total.events_rejected += report.events_rejected;
+            let Some(failed) = report.first_failed else { return Ok(total) };
+            from += records[from..].iter().position(|r| r.sequence_number == failed).unwrap_or(0);
+            tracing::warn!(
+                stream = self.stream,
+                record = failed,
+                attempt,
+                "batch not fully written; retrying from its first failed record"
+            );
+            tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+        }
+        Err(LogError::Sink {
+            stream: self.stream.clone(),
+            record: records[from].sequence_number.clone(),
+        })
+    }
+
+    async fn iterator(&self, shard: &str, after: Option<&str>) -> Result<String, LogError> {
+        let request = self.client.get_shard_iterator().stream_name(&self.stream).shard_id(shard);
+        let request = match after {
+            Some(sequence) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(sequence),
+            None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        };
+        let answer = request
+            .send()
+            .await
+            .map_err(|e| kinesis_error("GetShardIterator", &self.stream, &e))?;
+        answer.shard_iterator().map(str::to_owned).ok_or_else(|| LogError::Kinesis {
+            operation: "GetShardIterator",
+            stream: self.stream.clone(),
+            message: format!("no iterator for shard {shard}"),
+        })
+    }
+}
+
+fn load(path: &Path) -> Result<Checkpoint, LogError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LogError::Checkpoint {
+            path: path.to_owned(),
+            error: std::io::Error::other(format!(
+                "{e}; delete it to read the stream from its oldest record"
+            )),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Checkpoint::new()),
+        Err(error) => Err(LogError::Checkpoint { path: path.to_owned(), error }),
+    }
+}
+
+/// Writes the checkpoint whole or not at all (a new file renamed over the old).
+fn save(path: &Path, checkpoint: &Checkpoint) -> Result<(), LogError> {
+    let failed = |error| LogError::Checkpoint { path: path.to_owned(), error };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(failed)?;
+    }
+    let fresh = path.with_extension("tmp");
+    let text = serde_json::to_vec_pretty(checkpoint).expect("a map of strings serialises");
+    std::fs::write(&fresh, text).and_then(|()| std::fs::rename(&fresh, path)).map_err(failed)
+}

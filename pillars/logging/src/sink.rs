@@ -1,0 +1,287 @@
+//! The sink: a batch of Kinesis records into CloudWatch Logs. Every record is decoded and
+//! routed; each log stream's events are sorted and cut into PutLogEvents calls, several
+//! streams written at a time. What could not be written is named by the first record it
+//! came from: Kinesis resumes there, so nothing is skipped, and what follows it is written
+//! again (duplicates only after a failure).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use aws_sdk_cloudwatchlogs::types::InputLogEvent;
+use futures_util::{StreamExt, stream};
+use pillar_telemetry::{Metrics, Unit};
+
+use crate::batch::{MAX_MESSAGE_BYTES, batches, group_name, split, stream_name};
+use crate::cloudwatch::{LogWriter, Written};
+use crate::event::{Dropped, InputRecord, LogEvent, decode};
+
+/// CloudWatch namespace of the Logging Pillar's metrics.
+pub const METRICS_NAMESPACE: &str = "Pillars/Logging";
+
+/// PutLogEvents calls in flight at once (different streams).
+const CONCURRENCY: usize = 4;
+
+/// What one batch of records came to.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SinkReport {
+    pub records: usize,
+    pub events_written: usize,
+    pub events_rejected: usize,
+    pub dropped: Dropped,
+    pub calls: usize,
+    /// The sequence number of the first record not durably written, if any.
+    pub first_failed: Option<String>,
+}
+
+impl SinkReport {
+    pub fn metrics(&self) -> Metrics {
+        Metrics::new(METRICS_NAMESPACE)
+            .value("RecordsRead", self.records as f64, Unit::Count)
+            .value("EventsWritten", self.events_written as f64, Unit::Count)
+            .value("EventsRejected", self.events_rejected as f64, Unit::Count)
+            .value("SinkFailed", f64::from(u8::from(self.first_failed.is_some())), Unit::Count)
+    }
+}
+
+/// One event on its way: where it goes, and which record it came from.
+struct Pending {
+    timestamp: i64,
+    message: String,
+    record: usize,
+}
+
+/// One PutLogEvents call to make.
+struct Call {
+    group: String,
+    stream: String,
+    events: Vec<InputLogEvent>,
+    /// The earliest record with an event in this call.
+    first_record: usize,
+}
+
+/// Routes events to `<prefix><service>` and writes them.
+#[derive(Debug, Clone)]
+pub struct Sink {
+    writer: LogWriter,
+    prefix: String,
+}
+
+impl Sink {
+    pub fn new(writer: LogWriter, prefix: impl Into<String>) -> Self {
+        Self { writer, prefix: prefix.into() }
+    }
+
+    /// Writes the events of `records` (in the order Kinesis delivered them), stopping
+    /// before `deadline`.
+    pub async fn write(&self, records: &[InputRecord], deadline: Option<Instant>) -> SinkReport {
+        let mut report = SinkReport { records: records.len(), ..SinkReport::default() };
+        let streams = self.calls(records, &mut report.dropped);
+        report.calls = streams.iter().map(Vec::len).sum();
+        // Streams side by side; one stream's calls in order, so events of one millisecond
+        // stay in the order they came. After a failure the stream's later calls wait for
+        // the retry that will bring them again.
+        let outcomes: Vec<Vec<(usize, Result<Written, crate::LogError>)>> = stream::iter(streams)
+            .map(|calls| async move {
+                let mut outcomes = Vec::with_capacity(calls.len());
+                let mut failed = false;
+                for call in calls {
+                    let result = match deadline {
+                        _ if failed => Err(crate::LogError::Held),
+                        Some(d) if Instant::now() >= d => Err(crate::LogError::Deadline),
+                        _ => {
+                            self.writer.put(&call.group, &call.stream, call.events, deadline).await
+                        }
+                    };
+                    failed |= result.is_err();
+                    outcomes.push((call.first_record, result));
+                }
+                outcomes
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut first_failed: Option<usize> = None;
+        for (first, result) in outcomes.into_iter().flatten() {
+            match result {
+                Ok(written) => {
+                    report.events_written += written.events;
+                    report.events_rejected += written.rejected;
+                }
+                Err(error) => {
+                    tracing::error!(%error, record = records[first].sequence_number, "events not written");
+                    first_failed = Some(first_failed.map_or(first, |f| f.min(first)));
+                }
+            }
+        }
+        report.first_failed = first_failed.map(|i| records[i].sequence_number.clone());
+        report
+    }
+
+    /// The Lambda's answer to a Kinesis event: the first record not written as the one
+    /// batch item failure (Lambda resumes the shard there), or none.
+    pub async fn handle(
+        &self,
+        event: KinesisEvent,
+        deadline: Option<Instant>,
+    ) -> (KinesisEventResponse, SinkReport) {
+        let records: Vec<InputRecord> = event
+            .records
+            .into_iter()
+            .map(|record| InputRecord {
+                sequence_number: record.kinesis.sequence_number,
+                partition_key: record.kinesis.partition_key,
+                data: record.kinesis.data.0,
+                arrival_ms: record.kinesis.approximate_arrival_timestamp.timestamp_millis(),
+            })
+            .collect();
+        let report = self.write(&records, deadline).await;
+        let mut response = KinesisEventResponse::default();
+        if let Some(sequence_number) = &report.first_failed {
+            let mut failure = KinesisBatchItemFailure::default();
+            failure.item_identifier = Some(sequence_number.clone());
+            response.batch_item_failures.push(failure);
+        }
+        (response, report)
+    }
+
+    /// Decodes, routes, sorts and cuts `records` into PutLogEvents calls, per log stream.
+    fn calls(&self, records: &[InputRecord], dropped: &mut Dropped) -> Vec<Vec<Call>> {
+        let mut streams: HashMap<(String, String), Vec<Pending>> = HashMap::new();
+        let mut decoded = Vec::new();
+        for (index, record) in records.iter().enumerate() {
+            decoded.clear();
+            decode(record, &mut decoded, dropped);
+            for LogEvent { service, source, timestamp, message } in decoded.drain(..) {
+                let destination =
+                    (group_name(&self.prefix, &service), stream_name(&source, timestamp));
+                let pending = streams.entry(destination).or_default();
+                pending.extend(
+                    split(message, MAX_MESSAGE_BYTES).into_iter().map(|message| Pending {
+                        timestamp,
+                        message,
+                        record: index,
+                    }),
+                );
+            }
+        }
+        let mut all = Vec::with_capacity(streams.len());
+        for ((group, stream), mut events) in streams {
+            let mut calls = Vec::new();
+            // Stable: events of one millisecond keep the order they arrived in.
+            events.sort_by_key(|e| e.timestamp);
+            let sizes: Vec<(i64, usize)> =
+                events.iter().map(|e| (e.timestamp, e.message.len())).collect();
+            let mut events = events.into_iter();
+            for range in batches(&sizes) {
+                let batch: Vec<Pending> = events.by_ref().take(range.len()).collect();
+                let first_record = batch.iter().map(|e| e.record).min().unwrap_or(0);
+                let events = batch
+                    .into_iter()
+                    .map(|e| {
+                        InputLogEvent::builder()
+                            .timestamp(e.timestamp)
+                            .message(e.message)
+                            .build()
+                            .expect("timestamp and message are set")
+                    })
+                    .collect();
+                calls.push(Call {
+                    group: group.clone(),
+                    stream: stream.clone(),
+                    events,
+                    first_record,
+                });
+            }
+            all.push(calls);
+        }
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_cloudwatchlogs::operation::put_log_events::PutLogEventsError;
+    use aws_sdk_cloudwatchlogs::types::error::InvalidParameterException;
+    use aws_smithy_mocks::MockResponse;
+
+    use super::*;
+    use crate::cloudwatch::GroupSettings;
+    use crate::cloudwatch::tests::{logs, stored};
+
+    fn record(n: usize, line: &str) -> InputRecord {
+        InputRecord {
+            sequence_number: format!("4959033827149025660855969253836157109592157598913658{n:04}"),
+            partition_key: "k".into(),
+            data: line.as_bytes().to_vec(),
+            arrival_ms: 1_795_773_600_000 + n as i64,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_record_of_a_failed_call_is_reported_and_the_rest_written() {
+        let (client, asked) = logs(|_, request| {
+            if request.log_group_name() == Some("/pillar/broken") {
+                MockResponse::Error(PutLogEventsError::InvalidParameterException(
+                    InvalidParameterException::builder().message("bad").build(),
+                ))
+            } else {
+                stored()
+            }
+        });
+        let sink = Sink::new(LogWriter::new(client, GroupSettings::default()), "/pillar/");
+        let records: Vec<InputRecord> = [
+            r#"{"service":"fine","n":0}"#,
+            r#"{"service":"fine","n":1}"#,
+            r#"{"service":"broken","n":2}"#,
+            r#"{"service":"fine","n":3}"#,
+            r#"{"service":"broken","n":4}"#,
+        ]
+        .iter()
+        .enumerate()
+        .map(|(n, line)| record(n, line))
+        .collect();
+        let report = sink.write(&records, None).await;
+        assert_eq!(report.first_failed.as_deref(), Some(records[2].sequence_number.as_str()));
+        assert_eq!(report.events_written, 3);
+        let asked = asked.lock().expect("asked");
+        let fine: Vec<&(String, String, Vec<String>)> =
+            asked.puts.iter().filter(|p| p.0 == "/pillar/fine").collect();
+        assert_eq!(fine.len(), 1, "one call for the three events of one stream");
+        assert_eq!(fine[0].2.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn past_the_deadline_nothing_is_written_and_the_first_record_is_reported() {
+        let (client, asked) = logs(|_, _| stored());
+        let sink = Sink::new(LogWriter::new(client, GroupSettings::default()), "/pillar/");
+        let records = vec![record(0, "a"), record(1, "b")];
+        let report = sink.write(&records, Some(Instant::now())).await;
+        assert_eq!(report.first_failed.as_deref(), Some(records[0].sequence_number.as_str()));
+        assert!(asked.lock().expect("asked").puts.is_empty());
+    }
+
+    #[tokio::test]
+    async fn events_of_one_stream_go_in_chronological_order_and_large_ones_in_parts() {
+        let (client, asked) = logs(|_, _| stored());
+        let sink = Sink::new(LogWriter::new(client, GroupSettings::default()), "/pillar/");
+        let big = format!(
+            r#"{{"service":"s","timestamp":1795773600000,"blob":"{}"}}"#,
+            "x".repeat(600_000)
+        );
+        let records = vec![
+            record(0, r#"{"service":"s","timestamp":1795773600500,"n":"later"}"#),
+            record(1, &big),
+            record(2, r#"{"service":"s","timestamp":1795773600100,"n":"earlier"}"#),
+        ];
+        let report = sink.write(&records, None).await;
+        assert_eq!(report.first_failed, None);
+        let asked = asked.lock().expect("asked");
+        let messages: Vec<&String> = asked.puts.iter().flat_map(|p| &p.2).collect();
+        assert_eq!(messages.len(), 5, "the 600 KB line in 3 parts, and two small ones");
+        assert!(messages[0].starts_with("[part 1/3] {"), "{}", &messages[0][..20]);
+        assert!(messages[3].contains("earlier") && messages[4].contains("later"));
+        assert!(messages.iter().all(|m| m.len() <= MAX_MESSAGE_BYTES));
+    }
+}

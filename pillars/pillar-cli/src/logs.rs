@@ -1,0 +1,270 @@
+//! `pillar logs` and `pillar heartbeat`: the Logging Pillar from a shell. Ship lines into the
+//! stream (how a service or an engineer redirects logs in an outage), drain the stream into
+//! CloudWatch Logs with the sink the Lambda runs, read the events back, run the canary.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Subcommand;
+use logging::cloudwatch::{GroupSettings, LogReader, LogWriter};
+use logging::drain::Drain;
+use logging::heartbeat::Heartbeat;
+use logging::producer::Producer;
+use logging::sink::Sink;
+use pillar_config::{DEFAULT_LOG_GROUP_PREFIX, Manifest};
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send log lines into the stream: one event per line of FILE (standard input without
+    /// one); empty lines are skipped, lines too long for CloudWatch Logs go in marked parts.
+    Ship {
+        #[command(flatten)]
+        stream: StreamArgs,
+        /// The service the lines are from, when they do not say (`"service"` in a JSON
+        /// line): their log group is `<prefix><service>`.
+        #[arg(long, default_value = "pillar-cli")]
+        service: String,
+        /// Pack lines into KPL aggregated records.
+        #[arg(long)]
+        aggregate: bool,
+        file: Option<PathBuf>,
+    },
+    /// Read every shard of the stream into CloudWatch Logs, as the log-sink Lambda does,
+    /// from the oldest record or where the checkpoint file says the last drain stopped.
+    Drain {
+        #[command(flatten)]
+        stream: StreamArgs,
+        /// Stop once every shard is read to its end.
+        #[arg(long)]
+        once: bool,
+        /// Where the position in each shard is kept (default: in the temporary directory).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
+    /// Print a service's events from CloudWatch Logs, oldest first.
+    Tail {
+        /// The service whose log group is read.
+        #[arg(long)]
+        service: String,
+        /// How far back: 30s, 10m, 2h, 1d.
+        #[arg(long, default_value = "10m", value_parser = parse_age)]
+        since: Duration,
+        /// The deployment manifest, for its log group prefix.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// The stream, and the manifest whose `[logging]` settings apply (defaults without one:
+/// log groups `/pillar/<service>`, no retention set, no KMS key).
+#[derive(Debug, clap::Args)]
+pub struct StreamArgs {
+    /// The Kinesis stream (default: the manifest's `[logging].stream`).
+    #[arg(long, env = "PILLAR_LOG_STREAM")]
+    stream: Option<String>,
+    /// The deployment manifest.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// `pillar heartbeat`: sends a heartbeat and waits for it in CloudWatch Logs.
+#[derive(Debug, clap::Args)]
+pub struct HeartbeatArgs {
+    #[command(flatten)]
+    stream: StreamArgs,
+    /// How long to wait for it (a sink must be running: the Lambda, or `pillar logs drain`).
+    #[arg(long, default_value = "60s", value_parser = parse_age)]
+    wait: Duration,
+}
+
+/// What a command needs of the deployment: stream, log group prefix, group settings.
+struct Resolved {
+    stream: String,
+    prefix: String,
+    groups: GroupSettings,
+}
+
+impl StreamArgs {
+    fn resolve(&self) -> anyhow::Result<Resolved> {
+        let logging = match &self.config {
+            Some(path) => Some(
+                Manifest::load(path)?
+                    .logging
+                    .with_context(|| format!("{} has no [logging] section", path.display()))?,
+            ),
+            None => None,
+        };
+        let stream = self
+            .stream
+            .clone()
+            .or_else(|| logging.as_ref().map(|l| l.stream.clone()))
+            .context("no stream: give --stream NAME, or --config with a [logging] section")?;
+        Ok(match logging {
+            Some(logging) => Resolved {
+                stream,
+                prefix: logging.log_group_prefix.clone(),
+                groups: GroupSettings::of(&logging),
+            },
+            None => Resolved {
+                stream,
+                prefix: DEFAULT_LOG_GROUP_PREFIX.to_owned(),
+                groups: GroupSettings::default(),
+            },
+        })
+    }
+}
+
+/// `30s`, `10m`, `2h`, `1d`.
+fn parse_age(text: &str) -> Result<Duration, String> {
+    let (number, unit) =
+        text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let number: u64 =
+        number.parse().map_err(|_| format!("`{text}` is not like 30s, 10m, 2h or 1d"))?;
+    let seconds = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: the unit is s, m, h or d")),
+    };
+    Ok(Duration::from_secs(number * seconds))
+}
+
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    crate::runtime()?.block_on(async {
+        let aws = aws_config::load_from_env().await;
+        match command {
+            Command::Ship { stream, service, aggregate, file } => {
+                let resolved = stream.resolve()?;
+                let client = aws_sdk_kinesis::Client::new(&aws);
+                let mut producer = Producer::new(client, &resolved.stream, aggregate);
+                let input: Box<dyn BufRead> = match &file {
+                    Some(path) => Box::new(std::io::BufReader::new(
+                        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?,
+                    )),
+                    None => Box::new(std::io::stdin().lock()),
+                };
+                for line in lines(input) {
+                    producer.send(&service, line?).await?;
+                }
+                let shipped = producer.flush().await?;
+                println!(
+                    "shipped {} events in {} records ({} bytes, {} PutRecords calls) to {}",
+                    shipped.events, shipped.records, shipped.bytes, shipped.calls, resolved.stream
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Drain { stream, once, checkpoint } => {
+                let resolved = stream.resolve()?;
+                let checkpoint = checkpoint.unwrap_or_else(|| {
+                    std::env::temp_dir().join("pillars-logs").join(format!("{}.checkpoint.json", resolved.stream))
+                });
+                let writer = LogWriter::new(aws_sdk_cloudwatchlogs::Client::new(&aws), resolved.groups);
+                let drain = Drain {
+                    client: aws_sdk_kinesis::Client::new(&aws),
+                    stream: resolved.stream.clone(),
+                    sink: Sink::new(writer, resolved.prefix),
+                    checkpoint,
+                };
+                let drained = drain.run(once).await?;
+                println!(
+                    "drained {} records from {} shard(s) of {}: {} events written, {} rejected by CloudWatch Logs",
+                    drained.records, drained.shards, resolved.stream, drained.events_written, drained.events_rejected
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Tail { service, since, config } => {
+                let prefix = match config {
+                    Some(path) => Manifest::load(&path)?
+                        .logging
+                        .map_or_else(|| DEFAULT_LOG_GROUP_PREFIX.to_owned(), |l| l.log_group_prefix),
+                    None => DEFAULT_LOG_GROUP_PREFIX.to_owned(),
+                };
+                let group = logging::batch::group_name(&prefix, &service);
+                let start = now_ms() - i64::try_from(since.as_millis()).unwrap_or(i64::MAX);
+                let reader = LogReader::new(aws_sdk_cloudwatchlogs::Client::new(&aws));
+                for event in reader.events(&group, start).await? {
+                    println!("{} {}", rfc3339(event.timestamp), event.message);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}
+
+pub fn heartbeat(args: HeartbeatArgs) -> anyhow::Result<ExitCode> {
+    crate::runtime()?.block_on(async {
+        let aws = aws_config::load_from_env().await;
+        let resolved = args.stream.resolve()?;
+        let mut heartbeat = Heartbeat {
+            producer: Producer::new(aws_sdk_kinesis::Client::new(&aws), &resolved.stream, false),
+            reader: LogReader::new(aws_sdk_cloudwatchlogs::Client::new(&aws)),
+            prefix: resolved.prefix,
+            period: args.wait,
+        };
+        let id = format!("cli-{}-{}", now_ms(), std::process::id());
+        let sent = now_ms();
+        heartbeat.send(&id).await?;
+        match heartbeat.wait_for(&id, sent - 1000, args.wait).await? {
+            Some(seen) => {
+                println!("heartbeat {id} reached CloudWatch Logs in {} ms", seen.latency_ms);
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                eprintln!(
+                    "pillar: heartbeat {id} was put into {} but not seen in CloudWatch Logs within {:?}: is the sink running (the log-sink Lambda, or `pillar logs drain`)?",
+                    resolved.stream, args.wait
+                );
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    })
+}
+
+/// The lines of `input` without their endings; bytes that are not UTF-8 kept as best read.
+fn lines(mut input: Box<dyn BufRead>) -> impl Iterator<Item = std::io::Result<String>> {
+    std::iter::from_fn(move || {
+        let mut line = Vec::new();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) => None,
+            Ok(_) => {
+                while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    line.pop();
+                }
+                Some(Ok(String::from_utf8(line)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())))
+            }
+            Err(error) => Some(Err(error)),
+        }
+    })
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
+}
+
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_age;
+    use std::time::Duration;
+
+    #[test]
+    fn ages_in_seconds_minutes_hours_days() {
+        assert_eq!(parse_age("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_age("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_age("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_age("1d"), Ok(Duration::from_secs(86_400)));
+        assert!(parse_age("ten").is_err() && parse_age("5y").is_err());
+    }
+}
