@@ -53,12 +53,13 @@ struct Pending {
 }
 
 /// One PutLogEvents call to make.
-struct Call {
-    group: String,
-    stream: String,
-    events: Vec<InputLogEvent>,
+#[derive(Debug)]
+pub struct Call {
+    pub group: String,
+    pub stream: String,
+    pub events: Vec<InputLogEvent>,
     /// The earliest record with an event in this call.
-    first_record: usize,
+    pub first_record: usize,
 }
 
 /// Routes events to `<prefix><service>` and writes them.
@@ -77,7 +78,7 @@ impl Sink {
     /// before `deadline`.
     pub async fn write(&self, records: &[InputRecord], deadline: Option<Instant>) -> SinkReport {
         let mut report = SinkReport { records: records.len(), ..SinkReport::default() };
-        let streams = self.calls(records, &mut report.dropped);
+        let streams = prepare(&self.prefix, records, &mut report.dropped);
         report.calls = streams.iter().map(Vec::len).sum();
         // Streams side by side; one stream's calls in order, so events of one millisecond
         // stay in the order they came. After a failure the stream's later calls wait for
@@ -145,59 +146,52 @@ impl Sink {
         }
         (response, report)
     }
+}
 
-    /// Decodes, routes, sorts and cuts `records` into PutLogEvents calls, per log stream.
-    fn calls(&self, records: &[InputRecord], dropped: &mut Dropped) -> Vec<Vec<Call>> {
-        let mut streams: HashMap<(String, String), Vec<Pending>> = HashMap::new();
-        let mut decoded = Vec::new();
-        for (index, record) in records.iter().enumerate() {
-            decoded.clear();
-            decode(record, &mut decoded, dropped);
-            for LogEvent { service, source, timestamp, message } in decoded.drain(..) {
-                let destination =
-                    (group_name(&self.prefix, &service), stream_name(&source, timestamp));
-                let pending = streams.entry(destination).or_default();
-                pending.extend(
-                    split(message, MAX_MESSAGE_BYTES).into_iter().map(|message| Pending {
-                        timestamp,
-                        message,
-                        record: index,
-                    }),
-                );
-            }
+/// Decodes `records`, routes their events to `<prefix><service>`, sorts and cuts them into
+/// PutLogEvents calls, per log stream.
+pub fn prepare(prefix: &str, records: &[InputRecord], dropped: &mut Dropped) -> Vec<Vec<Call>> {
+    let mut streams: HashMap<(String, String), Vec<Pending>> = HashMap::new();
+    let mut decoded = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        decoded.clear();
+        decode(record, &mut decoded, dropped);
+        for LogEvent { service, source, timestamp, message } in decoded.drain(..) {
+            let destination = (group_name(prefix, &service), stream_name(&source, timestamp));
+            let pending = streams.entry(destination).or_default();
+            pending.extend(split(message, MAX_MESSAGE_BYTES).into_iter().map(|message| Pending {
+                timestamp,
+                message,
+                record: index,
+            }));
         }
-        let mut all = Vec::with_capacity(streams.len());
-        for ((group, stream), mut events) in streams {
-            let mut calls = Vec::new();
-            // Stable: events of one millisecond keep the order they arrived in.
-            events.sort_by_key(|e| e.timestamp);
-            let sizes: Vec<(i64, usize)> =
-                events.iter().map(|e| (e.timestamp, e.message.len())).collect();
-            let mut events = events.into_iter();
-            for range in batches(&sizes) {
-                let batch: Vec<Pending> = events.by_ref().take(range.len()).collect();
-                let first_record = batch.iter().map(|e| e.record).min().unwrap_or(0);
-                let events = batch
-                    .into_iter()
-                    .map(|e| {
-                        InputLogEvent::builder()
-                            .timestamp(e.timestamp)
-                            .message(e.message)
-                            .build()
-                            .expect("timestamp and message are set")
-                    })
-                    .collect();
-                calls.push(Call {
-                    group: group.clone(),
-                    stream: stream.clone(),
-                    events,
-                    first_record,
-                });
-            }
-            all.push(calls);
-        }
-        all
     }
+    let mut all = Vec::with_capacity(streams.len());
+    for ((group, stream), mut events) in streams {
+        let mut calls = Vec::new();
+        // Stable: events of one millisecond keep the order they arrived in.
+        events.sort_by_key(|e| e.timestamp);
+        let sizes: Vec<(i64, usize)> =
+            events.iter().map(|e| (e.timestamp, e.message.len())).collect();
+        let mut events = events.into_iter();
+        for range in batches(&sizes) {
+            let batch: Vec<Pending> = events.by_ref().take(range.len()).collect();
+            let first_record = batch.iter().map(|e| e.record).min().unwrap_or(0);
+            let events = batch
+                .into_iter()
+                .map(|e| {
+                    InputLogEvent::builder()
+                        .timestamp(e.timestamp)
+                        .message(e.message)
+                        .build()
+                        .expect("timestamp and message are set")
+                })
+                .collect();
+            calls.push(Call { group: group.clone(), stream: stream.clone(), events, first_record });
+        }
+        all.push(calls);
+    }
+    all
 }
 
 #[cfg(test)]
