@@ -45,6 +45,23 @@ tags = ["1"]
         assert!(stderr.contains(&format!("  - {key}: ")), "{key} missing from {stderr}");
     }
     assert!(output.stdout.is_empty(), "nothing on stdout for an invalid manifest");
+
+    // What the CDK app reads: the same message, and no JSON.
+    let json = run(pillar().args(["config", "check", "--json"]).arg(&file));
+    assert_eq!(json.status.code(), Some(1));
+    assert_eq!(crate::support::stderr(&json), stderr);
+    assert!(json.stdout.is_empty());
+}
+
+#[test]
+fn the_checked_manifest_as_json_has_every_default_filled_in() {
+    let stdout = ok(pillar().args(["config", "check", "--json"]).arg(example()));
+    let manifest: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(manifest["repositories"][0]["codecommit"], "network-terraform");
+    assert_eq!(manifest["images"][0]["include"][0], r"^3\.\d+(\.\d+)?$");
+    assert_eq!(manifest["logging"]["stream"], "pillars-logs");
+    assert_eq!(manifest["source_control"]["reconcile_period_minutes"], 15);
+    assert_eq!(manifest["docker_mirror"]["schedule_minutes"], 60);
 }
 
 #[test]
@@ -65,7 +82,7 @@ fn a_misspelt_key_and_a_missing_file_are_clear_errors() {
 #[test]
 fn help_lists_every_subcommand() {
     let stdout = ok(pillar().arg("--help"));
-    for subcommand in ["config", "git-credential", "scp", "webhook"] {
+    for subcommand in ["config", "git-credential", "heartbeat", "image", "logs", "scp", "webhook"] {
         assert!(stdout.contains(subcommand), "{subcommand} missing from {stdout}");
     }
 }

@@ -1,4 +1,4 @@
-//! `pillar config check FILE`.
+//! `pillar config check FILE [--json]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,12 +12,19 @@ pub enum Command {
     Check {
         /// The manifest, e.g. pillars.toml.
         file: PathBuf,
+        /// Print the checked manifest as JSON, defaults filled in (what the CDK app reads).
+        #[arg(long)]
+        json: bool,
     },
 }
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Check { file } => match Manifest::load(&file) {
+        Command::Check { file, json } => match Manifest::load(&file) {
+            Ok(manifest) if json => {
+                println!("{}", serde_json::to_string_pretty(&manifest)?);
+                Ok(ExitCode::SUCCESS)
+            }
             Ok(manifest) => {
                 println!(
                     "{}: valid ({} repositories, {} images, {})",

@@ -7,7 +7,9 @@ mod manifest;
 mod validate;
 
 pub use env::{Env, EnvError};
-pub use manifest::{DEFAULT_LOG_GROUP_PREFIX, Image, Logging, Manifest, Repository};
+pub use manifest::{
+    DEFAULT_LOG_GROUP_PREFIX, DockerMirror, Image, Logging, Manifest, Repository, SourceControl,
+};
 
 use std::path::{Path, PathBuf};
 

@@ -3,24 +3,73 @@
 
 use regex::Regex;
 use semver::VersionReq;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// One deployment's manifest.
-#[derive(Debug, Deserialize)]
+/// One deployment's manifest. Serialised (defaults filled in) for the CDK app by
+/// `pillar config check --json`.
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// Git repositories the Source Control Pillar mirrors into CodeCommit.
-    #[serde(default, rename = "repository")]
+    #[serde(default, rename(deserialize = "repository", serialize = "repositories"))]
     pub repositories: Vec<Repository>,
     /// Images the Docker mirror copies into ECR.
-    #[serde(default, rename = "image")]
+    #[serde(default, rename(deserialize = "image", serialize = "images"))]
     pub images: Vec<Image>,
     /// The Logging Pillar's settings, when this deployment has one.
     pub logging: Option<Logging>,
+    /// How the Source Control Pillar runs.
+    #[serde(default)]
+    pub source_control: SourceControl,
+    /// How the Docker mirror runs.
+    #[serde(default)]
+    pub docker_mirror: DockerMirror,
+}
+
+/// `[source_control]`: the mirror Lambda's size and the reconcile schedule.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceControl {
+    /// MiB of `/tmp` for the mirror's repository caches (512 to 10,240): room for the
+    /// largest repository twice.
+    pub mirror_ephemeral_storage_mib: u32,
+    pub mirror_memory_mib: u32,
+    /// Mirrors running at the same time (reserved concurrency of the mirror Lambda).
+    pub mirror_concurrency: u32,
+    /// How often every repository is queued and its drift measured.
+    pub reconcile_period_minutes: u32,
+    /// Tries of a mirror request before it goes to the dead-letter queue.
+    pub max_receive_count: u32,
+}
+
+impl Default for SourceControl {
+    fn default() -> Self {
+        Self {
+            mirror_ephemeral_storage_mib: 2048,
+            mirror_memory_mib: 1024,
+            mirror_concurrency: 2,
+            reconcile_period_minutes: 15,
+            max_receive_count: 5,
+        }
+    }
+}
+
+/// `[docker_mirror]`: the mirror Lambda's schedule and size.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerMirror {
+    pub schedule_minutes: u32,
+    pub memory_mib: u32,
+}
+
+impl Default for DockerMirror {
+    fn default() -> Self {
+        Self { schedule_minutes: 60, memory_mib: 1024 }
+    }
 }
 
 /// A git repository mirrored into CodeCommit.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Repository {
     /// The CodeCommit repository name.
@@ -35,7 +84,7 @@ pub struct Repository {
 }
 
 /// A container image repository mirrored into ECR.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Image {
     /// `host[:port]/repository`, without tag or digest.
@@ -47,10 +96,11 @@ pub struct Image {
     /// `keep_newest` newest of those.
     #[serde(default)]
     pub tags: Vec<String>,
-    #[serde(default, deserialize_with = "regexes")]
+    #[serde(default, deserialize_with = "regexes", serialize_with = "patterns")]
     pub include: Vec<Regex>,
-    #[serde(default, deserialize_with = "regexes")]
+    #[serde(default, deserialize_with = "regexes", serialize_with = "patterns")]
     pub exclude: Vec<Regex>,
+    #[serde(default, serialize_with = "range")]
     pub semver: Option<VersionReq>,
     pub keep_newest: Option<usize>,
     /// Secrets Manager secret holding `username:password` for the source registry.
@@ -61,10 +111,13 @@ pub struct Image {
     /// Make tags immutable when the ECR repository is created.
     #[serde(default)]
     pub immutable_tags: bool,
+    /// An ECR lifecycle rule keeping at most this many tagged images (the oldest expire).
+    /// Untagged manifests are never expired: platform images and signatures are untagged.
+    pub lifecycle_max_images: Option<u32>,
 }
 
 /// The Logging Pillar's stream and where its records land.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Logging {
     /// The Kinesis data stream services write to when observability is down.
@@ -114,6 +167,17 @@ fn default_retention_days() -> u32 {
 
 fn default_heartbeat_minutes() -> u32 {
     5
+}
+
+fn patterns<S: Serializer>(patterns: &[Regex], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(patterns.iter().map(Regex::as_str))
+}
+
+fn range<S: Serializer>(range: &Option<VersionReq>, serializer: S) -> Result<S::Ok, S::Error> {
+    match range {
+        Some(range) => serializer.collect_str(range),
+        None => serializer.serialize_none(),
+    }
 }
 
 fn regexes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Regex>, D::Error> {

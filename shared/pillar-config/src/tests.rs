@@ -193,3 +193,38 @@ fn the_error_names_the_file() {
         "{error}"
     );
 }
+
+#[test]
+fn lambda_sizes_and_schedules_are_checked() {
+    let text = format!(
+        "{VALID}\n[source_control]\nmirror_ephemeral_storage_mib = 100\nreconcile_period_minutes = 0\n\n[docker_mirror]\nmemory_mib = 20000\n"
+    );
+    let found = problems(&text);
+    assert_eq!(
+        keys(&found),
+        [
+            "source_control.mirror_ephemeral_storage_mib",
+            "source_control.reconcile_period_minutes",
+            "docker_mirror.memory_mib",
+        ]
+    );
+    assert!(found[0].message.contains("512 to 10240"), "{}", found[0].message);
+    let defaults = parse(VALID).expect("valid");
+    assert_eq!(defaults.source_control.mirror_ephemeral_storage_mib, 2048);
+    assert_eq!(defaults.docker_mirror.schedule_minutes, 60);
+}
+
+#[test]
+fn the_checked_manifest_serialises_with_defaults_and_patterns_as_text() {
+    let text = format!(
+        "{VALID}\n[[image]]\nsource = \"localhost:5000/team/app\"\necr_repository = \"mirror/app\"\ninclude = ['^v\\d']\nsemver = \">=1.2\"\nlifecycle_max_images = 20\n\n[logging]\nstream = \"logs\"\n"
+    );
+    let json = serde_json::to_value(parse(&text).expect("valid")).expect("json");
+    assert_eq!(json["images"][1]["include"], serde_json::json!([r"^v\d"]));
+    assert_eq!(json["images"][1]["semver"], ">=1.2");
+    assert_eq!(json["images"][1]["lifecycle_max_images"], 20);
+    assert_eq!(json["images"][0]["semver"], serde_json::Value::Null);
+    assert_eq!(json["logging"]["log_group_prefix"], "/pillar/");
+    assert_eq!(json["source_control"]["max_receive_count"], 5);
+    assert_eq!(json["repositories"][0]["bitbucket"], "NET/net");
+}

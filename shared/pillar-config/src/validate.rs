@@ -75,6 +75,7 @@ pub(crate) fn problems(manifest: &Manifest) -> Vec<Problem> {
     repositories(manifest, &mut p);
     images(manifest, &mut p);
     logging(manifest, &mut p);
+    runtime(manifest, &mut p);
     p.0
 }
 
@@ -189,6 +190,12 @@ fn images(manifest: &Manifest, p: &mut Problems) {
                 "a Secrets Manager secret name or ARN",
             );
         }
+        if image.lifecycle_max_images == Some(0) {
+            p.add(
+                at("lifecycle_max_images"),
+                "0 would expire every image: remove it, or give at least 1",
+            );
+        }
     }
 }
 
@@ -228,4 +235,55 @@ fn logging(manifest: &Manifest, p: &mut Problems) {
             "a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>); CloudWatch Logs takes no alias",
         );
     }
+}
+
+/// The Lambdas' sizes and schedules, within what Lambda and the schedulers take.
+fn runtime(manifest: &Manifest, p: &mut Problems) {
+    let mut within = |key: &str, value: u32, range: std::ops::RangeInclusive<u32>, what: &str| {
+        if !range.contains(&value) {
+            p.add(
+                key,
+                format!("{value} is out of range: {what} is {} to {}", range.start(), range.end()),
+            );
+        }
+    };
+    let scp = &manifest.source_control;
+    within(
+        "source_control.mirror_ephemeral_storage_mib",
+        scp.mirror_ephemeral_storage_mib,
+        512..=10_240,
+        "Lambda's ephemeral storage (MiB)",
+    );
+    within(
+        "source_control.mirror_memory_mib",
+        scp.mirror_memory_mib,
+        128..=10_240,
+        "Lambda's memory (MiB)",
+    );
+    within(
+        "source_control.mirror_concurrency",
+        scp.mirror_concurrency,
+        1..=100,
+        "the mirrors at the same time",
+    );
+    within(
+        "source_control.reconcile_period_minutes",
+        scp.reconcile_period_minutes,
+        1..=1440,
+        "the reconcile period (minutes)",
+    );
+    within(
+        "source_control.max_receive_count",
+        scp.max_receive_count,
+        1..=1000,
+        "the tries before the dead-letter queue",
+    );
+    let docker = &manifest.docker_mirror;
+    within(
+        "docker_mirror.schedule_minutes",
+        docker.schedule_minutes,
+        1..=1440,
+        "the mirror's period (minutes)",
+    );
+    within("docker_mirror.memory_mib", docker.memory_mib, 128..=10_240, "Lambda's memory (MiB)");
 }
