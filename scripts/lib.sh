@@ -11,6 +11,9 @@ RUN_DIR=$ROOT/.pillars/run
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PILLARS_CACHE/target}
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# The Lambda functions: one binary each, deployed by the CDK app.
+LAMBDA_FUNCTIONS=(scp-webhook scp-mirror scp-reconcile docker-mirror log-sink log-heartbeat)
+
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
@@ -52,10 +55,22 @@ ensure_rust() {
   command -v cargo >/dev/null || die "cargo is missing: install the Rust toolchain with rustup"
 }
 
+# The CDK app's packages, as package-lock.json pins them; reinstalled when it changes.
+ensure_node_modules() {
+  command -v npm >/dev/null || die "npm is missing: install Node.js 20 or later (the CDK app needs it)"
+  local stamp=$ROOT/cdk/node_modules/.pillars-lock.sha256 want
+  want=$(sha256sum "$ROOT/cdk/package-lock.json" | cut -d' ' -f1)
+  [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return
+  say "installing the CDK app's packages (npm ci)"
+  (cd "$ROOT/cdk" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci in cdk/ failed"
+  echo "$want" >"$stamp"
+}
+
 ensure_tools() {
   ensure_rust
   ensure_debian_packages
   ensure_venv
+  ensure_node_modules
 }
 
 # Builds the binaries the stand-ins, the demo and the tests run.

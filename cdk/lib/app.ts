@@ -1,0 +1,60 @@
+// The pillars' stacks for one manifest: a stack per pillar the manifest configures, each
+// with its outputs, and cdk-nag's AWS Solutions checks over all of them.
+import { App, CfnOutput, Environment, Validations } from 'aws-cdk-lib';
+import { AwsSolutionsChecks } from 'cdk-nag';
+
+import { Manifest } from './manifest';
+import { DockerMirrorStack, LoggingStack, SourceControlStack } from './stacks';
+
+export interface PillarSources {
+  /** The directory holding `<function>/bootstrap`. */
+  readonly lambdaDir: string;
+  /** A directory holding just `pillars.toml`. */
+  readonly manifestDir: string;
+  readonly env?: Environment;
+}
+
+export interface PillarStacks {
+  readonly sourceControl?: SourceControlStack;
+  readonly dockerMirror?: DockerMirrorStack;
+  readonly logging?: LoggingStack;
+}
+
+export function addPillarStacks(app: App, manifest: Manifest, sources: PillarSources): PillarStacks {
+  const stacks: { -readonly [K in keyof PillarStacks]: PillarStacks[K] } = {};
+  if (manifest.repositories.length > 0) {
+    const stack = new SourceControlStack(app, 'PillarsSourceControl', {
+      ...sources,
+      description: 'Source Control Pillar: Bitbucket repositories mirrored into CodeCommit',
+      repositories: manifest.repositories,
+      settings: manifest.source_control,
+    });
+    new CfnOutput(stack, 'WebhookUrl', { value: stack.pillar.webhookUrl.url, description: "Bitbucket's webhook URL" });
+    new CfnOutput(stack, 'WebhookSecretArn', { value: stack.pillar.webhookSecret.secretArn });
+    new CfnOutput(stack, 'AlarmTopicArn', { value: stack.pillar.alarms.topic.topicArn });
+    stacks.sourceControl = stack;
+  }
+  if (manifest.images.length > 0) {
+    const stack = new DockerMirrorStack(app, 'PillarsDockerMirror', {
+      ...sources,
+      description: 'Docker mirror: configured images copied into ECR',
+      images: manifest.images,
+      settings: manifest.docker_mirror,
+    });
+    new CfnOutput(stack, 'AlarmTopicArn', { value: stack.pillar.alarms.topic.topicArn });
+    stacks.dockerMirror = stack;
+  }
+  if (manifest.logging) {
+    const stack = new LoggingStack(app, 'PillarsLogging', {
+      ...sources,
+      description: 'Logging Pillar: a Kinesis stream drained into CloudWatch Logs, with a heartbeat',
+      logging: manifest.logging,
+    });
+    new CfnOutput(stack, 'StreamName', { value: stack.pillar.stream.streamName });
+    new CfnOutput(stack, 'AlarmTopicArn', { value: stack.pillar.alarms.topic.topicArn });
+    stacks.logging = stack;
+  }
+  // Synthesis stops on any finding not acknowledged, with its reason, next to its resource.
+  Validations.of(app).addPlugins(new AwsSolutionsChecks(app, { verbose: true }));
+  return stacks;
+}

@@ -1,0 +1,115 @@
+// Docker mirror: a function on a schedule copying the configured images into ECR repositories
+// the stack owns (and keeps when it goes).
+import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as ecr from 'aws-cdk-lib/aws-ecr';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import { Construct } from 'constructs';
+
+import { AlarmTopic, pillarMetric } from './alarms';
+import { DockerMirrorConfig, ImageConfig, secretArn } from './manifest';
+import { FunctionSource, PillarFunction } from './pillar-function';
+
+const NAMESPACE = 'Pillars/DockerMirror';
+
+export interface DockerMirrorPillarProps {
+  readonly source: FunctionSource;
+  readonly images: ImageConfig[];
+  readonly settings: DockerMirrorConfig;
+}
+
+export class DockerMirrorPillar extends Construct {
+  readonly repositories: ecr.Repository[];
+  readonly alarms: AlarmTopic;
+  readonly healthy: cloudwatch.Alarm;
+
+  constructor(scope: Construct, id: string, props: DockerMirrorPillarProps) {
+    super(scope, id);
+    const { partition, region, account } = Stack.of(this);
+    this.repositories = props.images.map(
+      (image) =>
+        new ecr.Repository(this, `Repository-${image.ecr_repository}`, {
+          repositoryName: image.ecr_repository,
+          imageScanOnPush: image.scan_on_push,
+          imageTagMutability: image.immutable_tags ? ecr.TagMutability.IMMUTABLE : ecr.TagMutability.MUTABLE,
+          // Only tagged images expire: platform images and signatures are untagged.
+          lifecycleRules: image.lifecycle_max_images
+            ? [{ tagStatus: ecr.TagStatus.TAGGED, tagPatternList: ['*'], maxImageCount: image.lifecycle_max_images }]
+            : [],
+          removalPolicy: RemovalPolicy.RETAIN,
+        }),
+    );
+
+    const mirror = new PillarFunction(this, 'Mirror', {
+      source: props.source,
+      binary: 'docker-mirror',
+      description: 'Copies the configured images into ECR, stopping before its deadline',
+      timeout: Duration.minutes(15),
+      memoryMib: props.settings.memory_mib,
+    });
+    mirror.function.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: [
+          'ecr:DescribeRepositories',
+          'ecr:BatchGetImage',
+          'ecr:BatchCheckLayerAvailability',
+          'ecr:InitiateLayerUpload',
+          'ecr:UploadLayerPart',
+          'ecr:CompleteLayerUpload',
+          'ecr:PutImage',
+        ],
+        resources: this.repositories.map((r) => r.repositoryArn),
+      }),
+    );
+    const sourceSecrets = props.images
+      .map((i) => i.credentials_secret)
+      .filter((s): s is string => s !== null)
+      .map((s) => secretArn(s, partition, region, account));
+    if (sourceSecrets.length > 0) {
+      mirror.function.addToRolePolicy(
+        new iam.PolicyStatement({ actions: ['secretsmanager:GetSecretValue'], resources: sourceSecrets }),
+      );
+    }
+
+    const period = Duration.minutes(props.settings.schedule_minutes);
+    mirror.everyPeriod('Schedule', period, 'Mirrors every configured image');
+
+    // Would it work today? Every image copied or up to date in the last run, and a run at all.
+    this.alarms = new AlarmTopic(this, 'Alarms', 'Docker mirror');
+    const notMirrored = new cloudwatch.MathExpression({
+      label: 'images failed or left',
+      expression: 'failed + left',
+      usingMetrics: {
+        failed: pillarMetric(NAMESPACE, 'ImagesFailed', period),
+        left: pillarMetric(NAMESPACE, 'ImagesLeft', period),
+      },
+      period,
+    });
+    this.healthy = new cloudwatch.Alarm(this, 'WouldItWorkToday', {
+      alarmDescription: 'Docker mirror: images failed or were left in the last run (or no run reported): read the docker-mirror logs',
+      metric: notMirrored,
+      threshold: 1,
+      evaluationPeriods: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+    });
+    this.alarms.route(this.healthy);
+
+    new cloudwatch.Dashboard(this, 'Dashboard', {
+      widgets: [
+        [
+          new cloudwatch.GraphWidget({
+            title: 'Images',
+            left: ['ImagesCopied', 'ImagesFailed', 'ImagesLeft'].map((m) => pillarMetric(NAMESPACE, m, period)),
+          }),
+          new cloudwatch.GraphWidget({ title: 'Bytes copied', left: [pillarMetric(NAMESPACE, 'BytesCopied', period)] }),
+          new cloudwatch.GraphWidget({
+            title: 'Mirror lag (s)',
+            left: [pillarMetric(NAMESPACE, 'MirrorLagSeconds', period, 'Maximum')],
+          }),
+        ],
+        [new cloudwatch.AlarmStatusWidget({ title: 'Would it work today?', alarms: [this.healthy] })],
+      ],
+    });
+  }
+}

@@ -1,0 +1,185 @@
+// Source Control Pillar: Bitbucket webhook (function URL) -> SQS FIFO -> mirror into CodeCommit,
+// and a reconcile schedule that queues every repository and measures drift.
+import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as codecommit from 'aws-cdk-lib/aws-codecommit';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
+import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+
+import { AlarmTopic, pillarMetric } from './alarms';
+import { RepositoryConfig, SourceControlConfig, secretArn } from './manifest';
+import { acknowledge } from './nag';
+import { FunctionSource, PillarFunction } from './pillar-function';
+
+const NAMESPACE = 'Pillars/SourceControl';
+
+export interface SourceControlPillarProps {
+  readonly source: FunctionSource;
+  readonly repositories: RepositoryConfig[];
+  readonly settings: SourceControlConfig;
+}
+
+export class SourceControlPillar extends Construct {
+  readonly webhookUrl: lambda.FunctionUrl;
+  readonly webhookSecret: secretsmanager.Secret;
+  readonly queue: sqs.Queue;
+  readonly deadLetters: sqs.Queue;
+  readonly alarms: AlarmTopic;
+  readonly healthy: cloudwatch.CompositeAlarm;
+
+  constructor(scope: Construct, id: string, props: SourceControlPillarProps) {
+    super(scope, id);
+    const { partition, region, account } = Stack.of(this);
+    const settings = props.settings;
+
+    // Mirrors are kept when the stack goes: they are what a bad day needs.
+    const repositories = props.repositories.map((repository) => {
+      const mirror = new codecommit.Repository(this, `Repository-${repository.codecommit}`, {
+        repositoryName: repository.codecommit,
+        description: `Mirror of ${repository.bitbucket}, kept by the Source Control Pillar: do not push here`,
+      });
+      mirror.applyRemovalPolicy(RemovalPolicy.RETAIN);
+      return mirror;
+    });
+    const sourceSecrets = props.repositories
+      .map((r) => r.credentials_secret)
+      .filter((s): s is string => s !== null)
+      .map((s) => secretArn(s, partition, region, account));
+
+    this.webhookSecret = new secretsmanager.Secret(this, 'WebhookSecret', {
+      description: 'The secret Bitbucket signs webhook deliveries with (HMAC-SHA256): set the same value in the webhook',
+      generateSecretString: { passwordLength: 40, excludePunctuation: true },
+    });
+    acknowledge(
+      this.webhookSecret,
+      'AwsSolutions-SMG4',
+      'Bitbucket holds the same value: rotating it is a change made in both places at once, by hand',
+    );
+
+    this.deadLetters = new sqs.Queue(this, 'DeadLetters', {
+      fifo: true,
+      retentionPeriod: Duration.days(14),
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+    });
+    this.queue = new sqs.Queue(this, 'MirrorRequests', {
+      fifo: true,
+      // Six times the mirror's timeout, as Lambda asks of an SQS event source.
+      visibilityTimeout: Duration.minutes(90),
+      deadLetterQueue: { queue: this.deadLetters, maxReceiveCount: settings.max_receive_count },
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+    });
+
+    const webhook = new PillarFunction(this, 'Webhook', {
+      source: props.source,
+      binary: 'scp-webhook',
+      description: 'Bitbucket webhook: checks the signature, queues a mirror, answers 202',
+      timeout: Duration.seconds(10),
+      environment: { WEBHOOK_SECRET_ID: this.webhookSecret.secretArn, MIRROR_QUEUE_URL: this.queue.queueUrl },
+    });
+    this.webhookSecret.grantRead(webhook.function);
+    this.queue.grantSendMessages(webhook.function);
+    // Anyone may call it: the HMAC signature of each delivery is the guard.
+    this.webhookUrl = webhook.function.addFunctionUrl({ authType: lambda.FunctionUrlAuthType.NONE });
+
+    const mirror = new PillarFunction(this, 'Mirror', {
+      source: props.source,
+      binary: 'scp-mirror',
+      description: 'Mirrors the requested repositories into CodeCommit, stopping before its deadline',
+      timeout: Duration.minutes(15),
+      memoryMib: settings.mirror_memory_mib,
+      ephemeralStorageMib: settings.mirror_ephemeral_storage_mib,
+      reservedConcurrency: settings.mirror_concurrency,
+      // The stack creates the repositories, and the mirror may not.
+      environment: { CREATE_REPOSITORIES: 'false' },
+    });
+    mirror.function.addEventSource(new SqsEventSource(this.queue, { batchSize: 10, reportBatchItemFailures: true }));
+
+    const reconcile = new PillarFunction(this, 'Reconcile', {
+      source: props.source,
+      binary: 'scp-reconcile',
+      description: 'Queues every repository and measures its drift from the source',
+      timeout: Duration.minutes(5),
+      environment: { MIRROR_QUEUE_URL: this.queue.queueUrl },
+    });
+    this.queue.grantSendMessages(reconcile.function);
+
+    const repositoryArns = repositories.map((r) => r.repositoryArn);
+    const git = (actions: string[]) => new iam.PolicyStatement({ actions, resources: repositoryArns });
+    mirror.function.addToRolePolicy(
+      git(['codecommit:GitPull', 'codecommit:GitPush', 'codecommit:GetRepository', 'codecommit:UpdateDefaultBranch']),
+    );
+    reconcile.function.addToRolePolicy(git(['codecommit:GitPull', 'codecommit:GetRepository']));
+    if (sourceSecrets.length > 0) {
+      const read = new iam.PolicyStatement({ actions: ['secretsmanager:GetSecretValue'], resources: sourceSecrets });
+      mirror.function.addToRolePolicy(read);
+      reconcile.function.addToRolePolicy(read);
+    }
+
+    reconcile.everyPeriod('Schedule', Duration.minutes(settings.reconcile_period_minutes), 'Repairs lost webhooks and measures drift');
+
+    // Would it work today? Requests given up on, drift that stays, or drift not measurable.
+    this.alarms = new AlarmTopic(this, 'Alarms', 'Source Control Pillar');
+    const period = Duration.minutes(settings.reconcile_period_minutes);
+    const deadLetters = new cloudwatch.Alarm(this, 'DeadLettersAlarm', {
+      alarmDescription: 'Mirror requests failed every try and wait in the dead-letter queue: read the scp-mirror logs',
+      metric: this.deadLetters.metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(5), statistic: 'Maximum' }),
+      threshold: 1,
+      evaluationPeriods: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    const drifted = new cloudwatch.Alarm(this, 'DriftAlarm', {
+      alarmDescription: 'CodeCommit has differed from the source for two reconcile periods (or reconcile stopped reporting)',
+      metric: pillarMetric(NAMESPACE, 'RepositoriesDrifted', period, 'Minimum'),
+      threshold: 1,
+      evaluationPeriods: 2,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+    });
+    const unmeasured = new cloudwatch.Alarm(this, 'DriftCheckAlarm', {
+      alarmDescription: 'Drift could not be measured (source or CodeCommit unreachable, credentials refused)',
+      metric: pillarMetric(NAMESPACE, 'DriftCheckFailed', period, 'Maximum'),
+      threshold: 1,
+      evaluationPeriods: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+    });
+    this.healthy = new cloudwatch.CompositeAlarm(this, 'WouldItWorkToday', {
+      alarmDescription: 'Source Control Pillar: a build could not count on CodeCommit being current',
+      alarmRule: cloudwatch.AlarmRule.anyOf(deadLetters, drifted, unmeasured),
+    });
+    this.alarms.route(this.healthy);
+
+    new cloudwatch.Dashboard(this, 'Dashboard', {
+      widgets: [
+        [
+          new cloudwatch.GraphWidget({
+            title: 'Mirror lag (s): request queued to mirror done',
+            left: [pillarMetric(NAMESPACE, 'MirrorLagSeconds', Duration.minutes(5), 'Maximum')],
+          }),
+          new cloudwatch.GraphWidget({
+            title: 'Mirror failures',
+            left: [
+              pillarMetric(NAMESPACE, 'MirrorFailed', Duration.minutes(5)),
+              this.deadLetters.metricApproximateNumberOfMessagesVisible(),
+            ],
+          }),
+          new cloudwatch.GraphWidget({
+            title: 'Drift',
+            left: [
+              pillarMetric(NAMESPACE, 'RepositoriesDrifted', period, 'Maximum'),
+              pillarMetric(NAMESPACE, 'DriftCheckFailed', period, 'Maximum'),
+            ],
+          }),
+        ],
+        [new cloudwatch.AlarmStatusWidget({ title: 'Would it work today?', alarms: [this.healthy, deadLetters, drifted, unmeasured] })],
+      ],
+    });
+  }
+}

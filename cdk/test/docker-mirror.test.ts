@@ -1,0 +1,52 @@
+import { Match } from 'aws-cdk-lib/assertions';
+
+import { stacks, template } from './support';
+
+const built = template(stacks().dockerMirror);
+
+test('a retained ECR repository per image, with scanning, mutability and lifecycle from the manifest', () => {
+  built.resourceCountIs('AWS::ECR::Repository', 2);
+  built.hasResource('AWS::ECR::Repository', {
+    Properties: {
+      RepositoryName: 'mirror/library/alpine',
+      ImageScanningConfiguration: { ScanOnPush: true },
+      ImageTagMutability: 'MUTABLE',
+      LifecyclePolicy: { LifecyclePolicyText: Match.stringLikeRegexp('"countNumber":50') },
+    },
+    DeletionPolicy: 'Retain',
+  });
+  built.hasResourceProperties('AWS::ECR::Repository', {
+    RepositoryName: 'mirror/base/debian',
+    LifecyclePolicy: Match.absent(),
+  });
+});
+
+test('the mirror runs on a schedule, 15 minutes at most, with ECR rights on its repositories only', () => {
+  built.hasResourceProperties('AWS::Scheduler::Schedule', { ScheduleExpression: 'rate(1 hour)' });
+  built.hasResourceProperties('AWS::Lambda::Function', {
+    Timeout: 900,
+    MemorySize: 1024,
+    Environment: { Variables: { PILLARS_MANIFEST: '/opt/pillars.toml' } },
+  });
+  const statements = Object.values(built.findResources('AWS::IAM::Policy')).flatMap(
+    (policy) => policy.Properties.PolicyDocument.Statement as { Action: string | string[]; Resource: unknown }[],
+  );
+  const ecr = statements.filter((s) => [s.Action].flat().some((a) => a.startsWith('ecr:')));
+  expect(ecr).toHaveLength(1);
+  expect([ecr[0].Resource].flat()).toHaveLength(2);
+  expect([ecr[0].Action].flat()).not.toContain('ecr:CreateRepository');
+  expect(JSON.stringify(statements)).toContain('pillars/artifactory-read-??????');
+});
+
+test('would it work today: images failed or left, missing data breaching', () => {
+  built.hasResourceProperties('AWS::CloudWatch::Alarm', {
+    Metrics: Match.arrayWith([Match.objectLike({ Expression: 'failed + left' })]),
+    TreatMissingData: 'breaching',
+    AlarmActions: [Match.anyValue()],
+  });
+  built.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
+});
+
+test('snapshot', () => {
+  expect(built.toJSON()).toMatchSnapshot();
+});

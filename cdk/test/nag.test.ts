@@ -1,0 +1,10 @@
+import { nagFindings, stacks } from './support';
+
+test('cdk-nag: no unsuppressed finding in any stack', () => {
+  const all = stacks();
+  const findings = [all.sourceControl, all.dockerMirror, all.logging].flatMap((stack) => {
+    expect(stack).toBeDefined();
+    return nagFindings(stack!);
+  });
+  expect(findings).toEqual([]);
+});

@@ -1,0 +1,106 @@
+import { Match } from 'aws-cdk-lib/assertions';
+
+import { stacks, template } from './support';
+
+const built = template(stacks().sourceControl);
+
+test('a retained CodeCommit repository per configured repository', () => {
+  built.resourceCountIs('AWS::CodeCommit::Repository', 2);
+  built.hasResource('AWS::CodeCommit::Repository', {
+    Properties: { RepositoryName: 'network-terraform' },
+    DeletionPolicy: 'Retain',
+    UpdateReplacePolicy: 'Retain',
+  });
+});
+
+test('webhook: a function URL without IAM auth, reading its secret, sending to the FIFO queue', () => {
+  built.hasResourceProperties('AWS::Lambda::Url', { AuthType: 'NONE' });
+  built.hasResourceProperties('AWS::Lambda::Function', {
+    Handler: 'bootstrap',
+    Runtime: 'provided.al2023',
+    Architectures: ['x86_64'],
+    Timeout: 10,
+    LoggingConfig: Match.objectLike({ LogFormat: 'JSON' }),
+    Environment: {
+      Variables: {
+        PILLARS_MANIFEST: '/opt/pillars.toml',
+        WEBHOOK_SECRET_ID: Match.anyValue(),
+        MIRROR_QUEUE_URL: Match.anyValue(),
+      },
+    },
+  });
+  built.hasResourceProperties('AWS::SecretsManager::Secret', {
+    GenerateSecretString: Match.objectLike({ PasswordLength: 40 }),
+  });
+});
+
+test('mirror requests: FIFO with a FIFO dead-letter queue after the configured tries', () => {
+  built.hasResourceProperties('AWS::SQS::Queue', {
+    FifoQueue: true,
+    VisibilityTimeout: 5400,
+    RedrivePolicy: { deadLetterTargetArn: Match.anyValue(), maxReceiveCount: 5 },
+  });
+  built.resourceCountIs('AWS::SQS::Queue', 2);
+});
+
+test('mirror: 15 minutes, the manifest\'s storage and concurrency, batch failures reported', () => {
+  built.hasResourceProperties('AWS::Lambda::Function', {
+    Timeout: 900,
+    MemorySize: 1024,
+    EphemeralStorage: { Size: 2048 },
+    ReservedConcurrentExecutions: 2,
+    Environment: { Variables: { PILLARS_MANIFEST: '/opt/pillars.toml', CREATE_REPOSITORIES: 'false' } },
+  });
+  built.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+    BatchSize: 10,
+    FunctionResponseTypes: ['ReportBatchItemFailures'],
+  });
+});
+
+test('IAM: CodeCommit actions only on the configured repositories', () => {
+  const policies = built.findResources('AWS::IAM::Policy');
+  const statements = Object.values(policies).flatMap(
+    (policy) => policy.Properties.PolicyDocument.Statement as { Action: string | string[]; Resource: unknown }[],
+  );
+  const codecommit = statements.filter((s) => [s.Action].flat().some((a) => a.startsWith('codecommit:')));
+  expect(codecommit.length).toBeGreaterThan(0);
+  for (const statement of codecommit) {
+    expect(JSON.stringify(statement.Resource)).not.toContain('"*"');
+    expect([statement.Resource].flat()).toHaveLength(2);
+  }
+  expect(JSON.stringify(statements)).toContain('pillars/bitbucket-read-??????');
+});
+
+test('reconcile: on a schedule of the manifest\'s period', () => {
+  built.hasResourceProperties('AWS::Scheduler::Schedule', { ScheduleExpression: 'rate(15 minutes)' });
+});
+
+test('would it work today: dead letters, lasting drift or unmeasured drift, to an encrypted topic', () => {
+  const composite = Object.values(built.findResources('AWS::CloudWatch::CompositeAlarm'));
+  expect(composite).toHaveLength(1);
+  expect(composite[0].Properties.AlarmActions).toHaveLength(1);
+  const rule = JSON.stringify(composite[0].Properties.AlarmRule);
+  for (const alarm of ['DeadLettersAlarm', 'DriftAlarm', 'DriftCheckAlarm']) {
+    expect(rule).toContain(`SourceControl${alarm}`);
+  }
+  built.hasResourceProperties('AWS::CloudWatch::Alarm', {
+    MetricName: 'RepositoriesDrifted',
+    Namespace: 'Pillars/SourceControl',
+    TreatMissingData: 'breaching',
+    EvaluationPeriods: 2,
+  });
+  built.hasResourceProperties('AWS::SNS::Topic', { KmsMasterKeyId: Match.anyValue() });
+  built.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
+});
+
+test('every function logs to a log group with a set retention', () => {
+  const groups = built.findResources('AWS::Logs::LogGroup');
+  expect(Object.keys(groups)).toHaveLength(3);
+  for (const group of Object.values(groups)) {
+    expect(group.Properties.RetentionInDays).toBe(30);
+  }
+});
+
+test('snapshot', () => {
+  expect(built.toJSON()).toMatchSnapshot();
+});
