@@ -33,7 +33,7 @@ export class AlarmTopic extends Construct {
   }
 
   /** Notifies the topic when `alarm` goes into ALARM and when it is OK again. */
-  route(alarm: cloudwatch.IAlarm & { addAlarmAction(...a: cloudwatch.IAlarmAction[]): void; addOkAction(...a: cloudwatch.IAlarmAction[]): void }): void {
+  route(alarm: cloudwatch.AlarmBase): void {
     const action = new actions.SnsAction(this.topic);
     alarm.addAlarmAction(action);
     alarm.addOkAction(action);

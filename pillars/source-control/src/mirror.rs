@@ -119,6 +119,14 @@ impl std::fmt::Display for Side {
     }
 }
 
+/// Why a server's refs are listed: to read (upload-pack, a pull permission is enough) or to
+/// push (receive-pack, whose advertisement carries what a push may use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Read,
+    Push,
+}
+
 /// One repository to mirror: a name for its cache and lock, and both ends.
 #[derive(Debug, Clone)]
 pub struct MirrorJob {
@@ -160,7 +168,7 @@ impl GitMirror {
             let locked = blocking(move || work.lock(&name).map_err(MirrorError::from));
             before(deadline, "waiting for the cache lock", locked).await?
         };
-        let source = self.list(&job.source, Side::Source, deadline).await?;
+        let source = self.list(&job.source, Side::Source, Service::Read, deadline).await?;
         let source_refs = mirrored(source.refs);
         let fetched = match self.fetch(&cache.path, job, &source_refs, deadline).await {
             Err(MirrorError::WorkDirFull { .. }) => {
@@ -174,7 +182,7 @@ impl GitMirror {
             other => other?,
         };
         let fetch_ms = started.elapsed().as_millis();
-        let target = self.list(&job.target, Side::Target, deadline).await?;
+        let target = self.list(&job.target, Side::Target, Service::Push, deadline).await?;
         let mut plan = RefPlan::between(&source_refs, &mirrored(target.refs.clone()));
         if let Some(head) = &source.head {
             plan.push_first(head);
@@ -214,16 +222,18 @@ impl GitMirror {
         job: &MirrorJob,
         deadline: Option<Instant>,
     ) -> Result<Drift, MirrorError> {
-        let source = self.list(&job.source, Side::Source, deadline).await?;
-        let target = self.list(&job.target, Side::Target, deadline).await?;
+        let source = self.list(&job.source, Side::Source, Service::Read, deadline).await?;
+        let target = self.list(&job.target, Side::Target, Service::Read, deadline).await?;
         Ok(RefPlan::between(&mirrored(source.refs), &mirrored(target.refs)))
     }
 
-    /// What `endpoint` advertises: over smart HTTP, or read from a local repository.
+    /// What `endpoint` advertises for `service`: over smart HTTP, or read from a local
+    /// repository.
     pub async fn list(
         &self,
         endpoint: &Endpoint,
         side: Side,
+        service: Service,
         deadline: Option<Instant>,
     ) -> Result<Advertisement, MirrorError> {
         let location = endpoint.location().map_err(|reason| MirrorError::Protocol {
@@ -233,9 +243,9 @@ impl GitMirror {
         })?;
         let listed = match location {
             Location::Http => {
-                let service = match side {
-                    Side::Source => "git-upload-pack",
-                    Side::Target => "git-receive-pack",
+                let service = match service {
+                    Service::Read => "git-upload-pack",
+                    Service::Push => "git-receive-pack",
                 };
                 before(deadline, "listing refs", self.http.advertisement(endpoint, side, service))
                     .await
