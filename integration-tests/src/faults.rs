@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A runtime of its own, so the fault keeps working while the test blocks.
@@ -41,8 +42,17 @@ impl Blackhole {
     }
 }
 
-/// Forwards connections to `upstream`; the first time a connection has sent `cut_after`
-/// bytes back to its client, it is closed in the middle of the transfer. Later connections
+/// Which way a cut connection was carrying its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Server to client: a download.
+    Down,
+    /// Client to server: an upload.
+    Up,
+}
+
+/// Forwards connections to `upstream`; the first time a connection has carried `cut_after`
+/// bytes in its direction, it is closed in the middle of the transfer. Later connections
 /// (a retry) pass untouched.
 #[derive(Debug)]
 pub struct CuttingProxy {
@@ -52,7 +62,12 @@ pub struct CuttingProxy {
 }
 
 impl CuttingProxy {
+    /// Cuts a download.
     pub fn start(upstream: SocketAddr, cut_after: usize) -> Self {
+        Self::cutting(upstream, Direction::Down, cut_after)
+    }
+
+    pub fn cutting(upstream: SocketAddr, direction: Direction, cut_after: usize) -> Self {
         let runtime = runtime();
         let listener =
             runtime.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind a loopback port");
@@ -64,7 +79,19 @@ impl CuttingProxy {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(upstream).await else { continue };
                 let (cut_done, counter) = (Arc::clone(&cut_done), Arc::clone(&counter));
-                tokio::spawn(relay(client, server, cut_after, cut_done, counter));
+                let cut = Cut { after: cut_after, done: cut_done, count: counter };
+                tokio::spawn(async move {
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    match direction {
+                        Direction::Down => {
+                            relay(server_read, client_write, client_read, server_write, cut).await
+                        }
+                        Direction::Up => {
+                            relay(client_read, server_write, server_read, client_write, cut).await
+                        }
+                    }
+                });
             }
         });
         Self { address, cuts, _runtime: runtime }
@@ -76,38 +103,44 @@ impl CuttingProxy {
     }
 }
 
+/// When to cut, and whether it happened.
+struct Cut {
+    after: usize,
+    done: Arc<AtomicBool>,
+    count: Arc<AtomicUsize>,
+}
+
+/// Copies `from` → `to` (cut once past `cut.after` bytes) and `back_from` → `back_to`.
 async fn relay(
-    client: TcpStream,
-    server: TcpStream,
-    cut_after: usize,
-    cut_done: Arc<AtomicBool>,
-    cuts: Arc<AtomicUsize>,
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut back_from: OwnedReadHalf,
+    mut back_to: OwnedWriteHalf,
+    cut: Cut,
 ) {
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
-    let upload = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-        let _ = server_write.shutdown().await;
+    let back = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut back_from, &mut back_to).await;
+        let _ = back_to.shutdown().await;
     });
-    let mut sent = 0;
+    let mut carried = 0;
     let mut buffer = vec![0_u8; 16 * 1024];
     loop {
-        let read = match server_read.read(&mut buffer).await {
+        let read = match from.read(&mut buffer).await {
             Ok(0) | Err(_) => break,
             Ok(read) => read,
         };
-        if sent + read > cut_after && !cut_done.swap(true, Ordering::SeqCst) {
+        if carried + read > cut.after && !cut.done.swap(true, Ordering::SeqCst) {
             // What fits under the limit, then the connection ends mid-transfer.
-            let _ = client_write.write_all(&buffer[..(cut_after - sent).min(read)]).await;
-            cuts.fetch_add(1, Ordering::SeqCst);
-            upload.abort();
+            let _ = to.write_all(&buffer[..(cut.after - carried).min(read)]).await;
+            cut.count.fetch_add(1, Ordering::SeqCst);
+            back.abort();
             return;
         }
-        if client_write.write_all(&buffer[..read]).await.is_err() {
+        if to.write_all(&buffer[..read]).await.is_err() {
             break;
         }
-        sent += read;
+        carried += read;
     }
-    let _ = client_write.shutdown().await;
-    let _ = upload.await;
+    let _ = to.shutdown().await;
+    let _ = back.await;
 }

@@ -7,6 +7,7 @@ mod docker_mirror;
 mod git_credentials;
 mod logging;
 mod scp_faults;
+mod scp_push;
 mod secrets;
 mod self_contained;
 mod source_control;

@@ -23,12 +23,19 @@ pub enum Status {
     Changed(String),
 }
 
+/// Told of blob bytes as they are copied, for a terminal to show.
+pub trait CopyProgress: Send + Sync + std::fmt::Debug {
+    /// `bytes` more of `image` (as `registry/repository:tag`) were read from the source.
+    fn copied(&self, image: &str, bytes: u64);
+}
+
 /// Copies images from a source registry into a destination.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Copier {
     /// Blobs of one image copied at the same time.
     pub blob_concurrency: usize,
     pub retry: RetryPolicy,
+    pub progress: Option<Arc<dyn CopyProgress>>,
 }
 
 impl Default for Copier {
@@ -39,12 +46,12 @@ impl Default for Copier {
 
 impl Copier {
     pub fn new(blob_concurrency: usize, retry: RetryPolicy) -> Self {
-        Self { blob_concurrency: blob_concurrency.max(1), retry }
+        Self { blob_concurrency: blob_concurrency.max(1), retry, progress: None }
     }
 
     /// The same copier, never waiting to retry past `deadline`.
-    pub fn until(self, deadline: Option<std::time::Instant>) -> Self {
-        Self { retry: self.retry.until(deadline), ..self }
+    pub fn until(&self, deadline: Option<std::time::Instant>) -> Self {
+        Self { retry: self.retry.until(deadline), ..self.clone() }
     }
 
     /// The digest `image` (a tag or a digest in `source`) resolves to, and whether `to`
@@ -236,7 +243,9 @@ impl Copier {
         }
         self.retry
             .run(|| async {
-                let (stream, source_failure) = watched(source.blob(image, blob).await?);
+                let stream = source.blob(image, blob).await?;
+                let (stream, source_failure) =
+                    watched(stream, self.progress.clone(), image.whole());
                 let uploaded = to.upload(blob, stream).await;
                 // A failed read of the source fails the upload too, in the target's words;
                 // the source's own error says what happened: a cut connection (retried) or
@@ -264,13 +273,19 @@ impl Copier {
 /// The error a source stream ended with, kept aside as it passes.
 type SourceFailure = Arc<Mutex<Option<std::io::Error>>>;
 
-/// `stream`, and the place its error lands if it fails.
+/// `stream`, counted into `progress` under `image`, and the place its error lands if it
+/// fails.
 fn watched(
     stream: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    progress: Option<Arc<dyn CopyProgress>>,
+    image: String,
 ) -> (impl Stream<Item = std::io::Result<Bytes>> + Send + 'static, SourceFailure) {
     let failure = SourceFailure::default();
     let seen = Arc::clone(&failure);
     let stream = stream.map(move |chunk| {
+        if let (Ok(bytes), Some(progress)) = (&chunk, &progress) {
+            progress.copied(&image, bytes.len() as u64);
+        }
         chunk.map_err(|error| {
             let passed = std::io::Error::new(error.kind(), error.to_string());
             *seen.lock().expect("not poisoned") = Some(error);

@@ -316,7 +316,7 @@ impl Mirror {
         to: &Destination,
         deadline: Option<Instant>,
     ) -> Vec<ImageReport> {
-        let copier = self.copier.until(deadline);
+        let copier = &self.copier.until(deadline);
         let checked: Vec<_> = stream::iter(jobs)
             .map(|job| async move {
                 let reference = job.source.at(&job.selector);

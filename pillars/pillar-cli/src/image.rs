@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Subcommand;
+use docker_mirror::copy::CopyProgress;
 use docker_mirror::ecr::RepositorySettings;
 use docker_mirror::refs::{ImageRef, TargetRef, named};
 use docker_mirror::registry::Registry;
@@ -77,19 +78,22 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 let (mut mirror, source, registry, to, target_tag) = open(&ends).await?;
                 mirror.image_concurrency = images;
                 mirror.copier.blob_concurrency = blobs.max(1);
+                mirror.copier.progress = shown_progress(json);
                 let jobs =
                     jobs(&source, &registry, &mirror, all_tags, tags.as_ref(), target_tag).await?;
                 let started = std::time::Instant::now();
                 let images = mirror.mirror(&registry, jobs, &to, None).await;
+                drop(mirror);
                 let report = SyncReport { images, seconds: started.elapsed().as_secs_f64() };
                 print(&report, json)
             }
             Command::Sync { config, json } => {
                 let manifest = Manifest::load(&config)?;
                 let aws = aws_config::load_from_env().await;
-                let report = Mirror::from_aws(&aws, DEFAULT_TTL)
-                    .sync(&manifest.images.iter().collect::<Vec<_>>(), None)
-                    .await;
+                let mut mirror = Mirror::from_aws(&aws, DEFAULT_TTL);
+                mirror.copier.progress = shown_progress(json);
+                let report = mirror.sync(&manifest.images.iter().collect::<Vec<_>>(), None).await;
+                drop(mirror);
                 print(&report, json)
             }
             Command::Verify { ends } => {
@@ -116,6 +120,12 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
     })
+}
+
+/// Bytes per image on a terminal, unless the output is JSON.
+fn shown_progress(json: bool) -> Option<Arc<dyn CopyProgress>> {
+    crate::progress::wanted(json)
+        .then(|| Arc::new(crate::progress::ImageBars::default()) as Arc<dyn CopyProgress>)
 }
 
 fn credentials(prefix: &str) -> RegistryAuth {

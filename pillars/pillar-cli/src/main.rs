@@ -5,6 +5,7 @@ mod config;
 mod git_credential;
 mod image;
 mod logs;
+mod progress;
 mod scp;
 mod webhook;
 

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
@@ -9,7 +10,7 @@ use clap::Subcommand;
 use pillar_auth::secrets::DEFAULT_TTL;
 use pillar_config::Manifest;
 use source_control::codecommit::CodeCommit;
-use source_control::mirror::{GitMirror, MirrorJob, MirrorReport};
+use source_control::mirror::{GitMirror, MirrorJob, MirrorReport, TransferProgress};
 use source_control::queue::sqs_event;
 use source_control::service::{Mirrorer, SyncError, mirror_to_codecommit};
 use source_control::transport::Endpoint;
@@ -105,7 +106,13 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 /// Into CodeCommit, the default branch follows the source's, as the Lambda does it.
 async fn mirror(ends: Ends, json: bool) -> anyhow::Result<ExitCode> {
-    let git = GitMirror::new();
+    let mut git = GitMirror::new();
+    let mut bars = None;
+    if crate::progress::wanted(json) {
+        let progress = Arc::new(TransferProgress::default());
+        bars = Some(crate::progress::MirrorBars::show(Arc::clone(&progress)));
+        git = git.with_progress(progress);
+    }
     let job = ends.job().await?;
     let work = ends.work.work_dir();
     let outcome = match codecommit_name(&ends.target) {
@@ -125,6 +132,7 @@ async fn mirror(ends: Ends, json: bool) -> anyhow::Result<ExitCode> {
             }
         }
     };
+    drop(bars);
     match outcome {
         Ok(report) => {
             print_report(&report, json)?;

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use git2::{Oid, Repository};
 
-use crate::pack::{self, PackPlan};
+use crate::mirror::Objects;
+use crate::pack;
 use crate::protocol::{Advertisement, Command, Report};
 use crate::refs::RefName;
 
@@ -28,24 +29,35 @@ pub fn advertisement(path: &Path) -> Result<Advertisement, git2::Error> {
     Ok(Advertisement { refs, head, capabilities: Vec::new() })
 }
 
-/// Applies `commands` to the repository at `target`, after indexing the pack `plan`
-/// describes (built from `cache`) when there is one.
-pub fn receive<'repo>(
+/// Applies `commands` to the repository at `target`, after indexing `objects` into it.
+pub(crate) fn receive<'repo>(
     cache: &'repo Repository,
     target: &Path,
     commands: &[Command],
-    plan: Option<&PackPlan>,
+    objects: &Objects,
     keep_going: impl Fn() -> bool + 'repo,
 ) -> Result<Report, git2::Error> {
     let repo = Repository::open(target)?;
-    if let Some(plan) = plan {
-        let odb = repo.odb()?;
-        let mut writer = odb.packwriter()?;
-        let mut written = Ok(());
-        pack::build(cache, plan, keep_going, |chunk| {
-            written = std::io::Write::write_all(&mut writer, chunk);
-            written.is_ok()
-        })?;
+    let odb = repo.odb()?;
+    let written = match objects {
+        Objects::None => None,
+        Objects::Forward(pack) => {
+            let mut writer = odb.packwriter()?;
+            let copied = std::fs::File::open(pack)
+                .and_then(|mut file| std::io::copy(&mut file, &mut writer));
+            Some((writer, copied.map(drop)))
+        }
+        Objects::Build(plan) => {
+            let mut writer = odb.packwriter()?;
+            let mut written = Ok(());
+            pack::build(cache, plan, keep_going, |chunk| {
+                written = std::io::Write::write_all(&mut writer, chunk);
+                written.is_ok()
+            })?;
+            Some((writer, written))
+        }
+    };
+    if let Some((mut writer, written)) = written {
         written.map_err(|e| git2::Error::from_str(&format!("writing the pack: {e}")))?;
         writer.commit()?;
     }

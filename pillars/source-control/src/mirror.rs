@@ -5,6 +5,8 @@
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -33,6 +35,21 @@ pub struct MirrorReport {
     pub source_head: Option<RefName>,
     /// Whether any objects had to be fetched from the source.
     pub fetched: bool,
+    /// Whether the pack fetched went to the target as it came (the target was in sync),
+    /// rather than a pack built for the push.
+    pub forwarded: bool,
+    /// Bytes read from the source, and pack bytes sent to the target.
+    pub bytes_from_source: u64,
+    pub bytes_to_target: u64,
+}
+
+/// How far a mirror has got, for whoever shows it; updated as objects move.
+#[derive(Debug, Default)]
+pub struct TransferProgress {
+    pub objects_received: AtomicU64,
+    pub objects_total: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
 }
 
 /// A ref change the target would not take.
@@ -142,6 +159,7 @@ pub type Drift = RefPlan;
 #[derive(Debug, Clone, Default)]
 pub struct GitMirror {
     http: SmartHttp,
+    progress: Option<Arc<TransferProgress>>,
 }
 
 /// Bytes of pack gathered before they are sent as one piece of the request body.
@@ -150,7 +168,12 @@ const SEND_CHUNK: usize = 256 * 1024;
 impl GitMirror {
     pub fn new() -> Self {
         configure_libgit2();
-        Self { http: SmartHttp::new() }
+        Self { http: SmartHttp::new(), progress: None }
+    }
+
+    /// Reports transfers into `progress` (one mirror at a time), for a terminal to show.
+    pub fn with_progress(self, progress: Arc<TransferProgress>) -> Self {
+        Self { progress: Some(progress), ..self }
     }
 
     /// Mirrors `job.source` into `job.target` through the cache `work/<name>.git`, held
@@ -163,6 +186,7 @@ impl GitMirror {
         deadline: Option<Instant>,
     ) -> Result<MirrorReport, MirrorError> {
         let started = Instant::now();
+        let progress = self.progress.clone().unwrap_or_default();
         let cache = {
             let (work, name) = (work.clone(), job.name.clone());
             let locked = blocking(move || work.lock(&name).map_err(MirrorError::from));
@@ -170,37 +194,79 @@ impl GitMirror {
         };
         let source = self.list(&job.source, Side::Source, Service::Read, deadline).await?;
         let source_refs = mirrored(source.refs);
-        let fetched = match self.fetch(&cache.path, job, &source_refs, deadline).await {
+        let target = self.list(&job.target, Side::Target, Service::Push, deadline).await?;
+        let target_refs = mirrored(target.refs.clone());
+        let fetched = match self
+            .fetch(&cache.path, job, &source_refs, &target_refs, &progress, deadline)
+            .await
+        {
             Err(MirrorError::WorkDirFull { .. }) => {
                 tracing::warn!(
                     repository = job.name,
                     "work directory full; evicting every other cache"
                 );
                 work.evict_all_but(&job.name);
-                self.fetch(&cache.path, job, &source_refs, deadline).await?
+                self.fetch(&cache.path, job, &source_refs, &target_refs, &progress, deadline)
+                    .await?
             }
             other => other?,
         };
         let fetch_ms = started.elapsed().as_millis();
-        let target = self.list(&job.target, Side::Target, Service::Push, deadline).await?;
-        let mut plan = RefPlan::between(&source_refs, &mirrored(target.refs.clone()));
+        let mut plan = RefPlan::between(&source_refs, &target_refs);
         if let Some(head) = &source.head {
             plan.push_first(head);
         }
         let mut report = MirrorReport {
             unchanged: plan.unchanged,
             source_head: source.head,
-            fetched,
+            fetched: fetched.downloaded,
+            bytes_from_source: fetched.bytes,
             ..MirrorReport::default()
         };
+        let sent_before = progress.bytes_sent.load(Ordering::Relaxed);
+        let to =
+            Pushing { job, cache: &cache.path, target: &target, progress: &progress, deadline };
         let mut haves: Vec<Oid> = target.refs.iter().map(|(_, oid)| *oid).collect();
-        for batch in
-            plan.deletions.chunks(MAX_REFS_PER_PUSH).chain(plan.upserts.chunks(MAX_REFS_PER_PUSH))
-        {
-            let accepted =
-                self.push(job, &cache.path, &target, batch, &haves, deadline, &mut report).await?;
-            haves.extend(accepted);
+        for batch in plan.deletions.chunks(MAX_REFS_PER_PUSH) {
+            self.push(&to, batch, &haves, &mut report).await?;
         }
+        // The target had all the cache had: the pack just fetched is all it lacks, so it
+        // goes as it came (no walk, no delta search); later batches need no new object.
+        // Whatever the target refuses of that is pushed again with a pack built for it.
+        // (A download that left no single pack, say loose objects, has nothing to forward.)
+        let forwardable = fetched.in_sync && (fetched.pack.is_some() || !fetched.downloaded);
+        let mut forward = forwardable.then(|| fetched.pack.clone());
+        for batch in plan.upserts.chunks(MAX_REFS_PER_PUSH) {
+            let retry = match forward.take() {
+                Some(pack) => {
+                    let objects =
+                        pack.map_or_else(|| Objects::Build(PackPlan::default()), Objects::Forward);
+                    forward = Some(None);
+                    report.forwarded |= matches!(objects, Objects::Forward(_));
+                    let answer = self.push_once(&to, batch, objects).await?;
+                    let mut retry = Vec::new();
+                    for (change, outcome) in batch.iter().zip(outcomes(&answer, batch)) {
+                        match outcome {
+                            None => {
+                                report.accept(change);
+                                haves.extend(change.new);
+                            }
+                            Some(reason) => {
+                                tracing::warn!(reference = %change.name, reason, "refused with the fetched pack; pushing a pack built for it");
+                                retry.push(change.clone());
+                            }
+                        }
+                    }
+                    retry
+                }
+                None => batch.to_vec(),
+            };
+            if !retry.is_empty() {
+                let accepted = self.push(&to, &retry, &haves, &mut report).await?;
+                haves.extend(accepted);
+            }
+        }
+        report.bytes_to_target = progress.bytes_sent.load(Ordering::Relaxed) - sent_before;
         work.fit(&job.name);
         tracing::info!(
             repository = job.name,
@@ -272,35 +338,42 @@ impl GitMirror {
         cache: &Path,
         job: &MirrorJob,
         wanted: &RefMap,
+        target_refs: &RefMap,
+        progress: &Arc<TransferProgress>,
         deadline: Option<Instant>,
-    ) -> Result<bool, MirrorError> {
-        let (cache, job, wanted) = (cache.to_owned(), job.clone(), wanted.clone());
-        let fetched = blocking(move || fetch_blocking(&cache, &job, &wanted, deadline));
+    ) -> Result<Fetched, MirrorError> {
+        let (cache, job, wanted, target) =
+            (cache.to_owned(), job.clone(), wanted.clone(), target_refs.clone());
+        let progress = Arc::clone(progress);
+        let fetched =
+            blocking(move || fetch_blocking(&cache, &job, &wanted, &target, &progress, deadline));
         before(deadline, "fetching from the source", fetched).await
     }
 
     /// Pushes one batch, splitting it when the target cannot store its objects, so that
     /// one bad ref cannot hold back the others. Records each ref's outcome in `report`;
     /// returns the new values the target accepted.
-    #[allow(clippy::too_many_arguments)]
     async fn push(
         &self,
-        job: &MirrorJob,
-        cache: &Path,
-        target: &Advertisement,
+        to: &Pushing<'_>,
         batch: &[RefChange],
         haves: &[Oid],
-        deadline: Option<Instant>,
         report: &mut MirrorReport,
     ) -> Result<Vec<Oid>, MirrorError> {
         let mut accepted = Vec::new();
         let mut pending = vec![batch];
         while let Some(changes) = pending.pop() {
-            let answer = self.push_once(job, cache, target, changes, haves, deadline).await?;
+            let objects = if changes.iter().all(|c| c.new.is_none()) {
+                Objects::None
+            } else {
+                let wants = changes.iter().filter_map(|c| c.new).collect();
+                Objects::Build(PackPlan { wants, haves: haves.to_vec() })
+            };
+            let answer = self.push_once(to, changes, objects).await?;
             match answer.unpack {
                 Err(reason) if changes.len() > 1 => {
                     tracing::warn!(
-                        repository = job.name,
+                        repository = to.job.name,
                         refs = changes.len(),
                         reason,
                         "the target could not store a batch; splitting it"
@@ -312,14 +385,13 @@ impl GitMirror {
                     report.refuse(&changes[0], format!("the target could not store it: {reason}"));
                 }
                 Ok(()) => {
-                    for change in changes {
-                        match answer.refs.iter().find(|(name, _)| *name == change.name) {
-                            Some((_, None)) => {
+                    for (change, outcome) in changes.iter().zip(outcomes(&answer, changes)) {
+                        match outcome {
+                            None => {
                                 report.accept(change);
                                 accepted.extend(change.new);
                             }
-                            Some((_, Some(reason))) => report.refuse(change, reason.clone()),
-                            None => report.refuse(change, "the target reported nothing for it"),
+                            Some(reason) => report.refuse(change, reason),
                         }
                     }
                 }
@@ -328,16 +400,14 @@ impl GitMirror {
         Ok(accepted)
     }
 
-    /// One receive-pack exchange for `changes`.
+    /// One receive-pack exchange for `changes`, sending `objects`.
     async fn push_once(
         &self,
-        job: &MirrorJob,
-        cache: &Path,
-        target: &Advertisement,
+        to: &Pushing<'_>,
         changes: &[RefChange],
-        haves: &[Oid],
-        deadline: Option<Instant>,
+        objects: Objects,
     ) -> Result<Report, MirrorError> {
+        let Pushing { job, cache, target, progress, deadline } = *to;
         let commands: Vec<Command> = changes
             .iter()
             .map(|c| Command {
@@ -346,10 +416,6 @@ impl GitMirror {
                 new: c.new.unwrap_or(Oid::ZERO_SHA1),
             })
             .collect();
-        let plan = commands.iter().any(|c| !c.is_delete()).then(|| PackPlan {
-            wants: changes.iter().filter_map(|c| c.new).collect(),
-            haves: haves.to_vec(),
-        });
         let url = job.target.display_url();
         let location = job.target.location().map_err(|message| MirrorError::Protocol {
             side: Side::Target,
@@ -362,7 +428,7 @@ impl GitMirror {
                 let cache = cache.to_owned();
                 let received = blocking(move || {
                     let repo = open_cache(&cache)?;
-                    local::receive(&repo, &path, &commands, plan.as_ref(), keep_going)
+                    local::receive(&repo, &path, &commands, &objects, keep_going)
                         .map_err(|e| MirrorError::Push { url, error: e.message().to_owned() })
                 });
                 before(deadline, "pushing", received).await
@@ -381,13 +447,27 @@ impl GitMirror {
                         .filter(|c| target.supports(c)),
                 );
                 let head = Bytes::from(encode_commands(&commands, &capabilities));
-                let Some(plan) = plan else {
-                    let request = futures_util::stream::once(async move { Ok(head) });
-                    let sent = self.http.receive_pack(&job.target, request, sideband);
-                    return before(deadline, "pushing", sent).await;
+                let commands = futures_util::stream::once(async move { Ok(head) });
+                let plan = match objects {
+                    Objects::None => {
+                        let sent = self.http.receive_pack(&job.target, commands, sideband);
+                        return before(deadline, "pushing", sent).await;
+                    }
+                    Objects::Forward(pack) => {
+                        let file =
+                            tokio::fs::File::open(&pack).await.map_err(|e| MirrorError::Cache {
+                                path: pack.clone(),
+                                message: format!("the fetched pack: {e}"),
+                            })?;
+                        let pack = tokio_util::io::ReaderStream::with_capacity(file, SEND_CHUNK);
+                        let request = commands.chain(counted(pack, progress));
+                        let sent = self.http.receive_pack(&job.target, request, sideband);
+                        return before(deadline, "pushing", sent).await;
+                    }
+                    Objects::Build(plan) => plan,
                 };
                 let (pack, built) = pack_stream(cache.to_owned(), plan, keep_going);
-                let request = futures_util::stream::once(async move { Ok(head) }).chain(pack);
+                let request = commands.chain(counted(pack, progress));
                 let sent = before(
                     deadline,
                     "pushing",
@@ -408,6 +488,53 @@ impl GitMirror {
 }
 
 const AGENT: &str = concat!("agent=pillars-scp/", env!("CARGO_PKG_VERSION"));
+
+/// One run's pushes: whose, from which cache, to a target that advertised `target`.
+struct Pushing<'a> {
+    job: &'a MirrorJob,
+    cache: &'a Path,
+    target: &'a Advertisement,
+    progress: &'a Arc<TransferProgress>,
+    deadline: Option<Instant>,
+}
+
+/// What a push sends after its commands.
+#[derive(Debug, Clone)]
+pub(crate) enum Objects {
+    /// Nothing: the push only deletes.
+    None,
+    /// A pack file as it is: the one the fetch just brought.
+    Forward(PathBuf),
+    /// A pack built from the cache (empty for `PackPlan::default()`).
+    Build(PackPlan),
+}
+
+/// `pack`, counted into `progress` as it goes.
+fn counted(
+    pack: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    progress: &Arc<TransferProgress>,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    let progress = Arc::clone(progress);
+    pack.inspect(move |chunk| {
+        if let Ok(chunk) = chunk {
+            progress.bytes_sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
+    })
+}
+
+/// Each change's outcome in `answer`: `None` when the target took it, else why not.
+fn outcomes(answer: &Report, changes: &[RefChange]) -> Vec<Option<String>> {
+    changes
+        .iter()
+        .map(|change| {
+            match (&answer.unpack, answer.refs.iter().find(|(name, _)| *name == change.name)) {
+                (Err(reason), _) => Some(format!("the target could not store it: {reason}")),
+                (Ok(()), Some((_, outcome))) => outcome.clone(),
+                (Ok(()), None) => Some("the target reported nothing for it".to_owned()),
+            }
+        })
+        .collect()
+}
 
 /// The pack for `plan`, built on a blocking thread and streamed in pieces of about
 /// [`SEND_CHUNK`] bytes, so a pack of any size takes little memory. The handle ends with
@@ -500,46 +627,139 @@ fn cache_error(path: &Path, error: &git2::Error) -> MirrorError {
     MirrorError::Cache { path: path.to_owned(), message: error.message().to_owned() }
 }
 
-/// The libgit2 side of [`GitMirror::fetch`].
+/// What the fetch found and brought.
+#[derive(Debug, Default)]
+struct Fetched {
+    /// Objects came from the source.
+    downloaded: bool,
+    /// Before the download, the cache's refs were the target's: the target has every object
+    /// the cache had, so the pack downloaded holds every object it lacks.
+    in_sync: bool,
+    /// The pack the download wrote, when it wrote one.
+    pack: Option<PathBuf>,
+    /// Bytes read from the source.
+    bytes: u64,
+}
+
+/// The libgit2 side of [`GitMirror::fetch`]. A new cache (a fresh Lambda environment) is
+/// filled from the target first, so the source sends only what is new.
 fn fetch_blocking(
     cache_path: &Path,
     job: &MirrorJob,
     wanted: &RefMap,
+    target_refs: &RefMap,
+    progress: &TransferProgress,
     deadline: Option<Instant>,
-) -> Result<bool, MirrorError> {
+) -> Result<Fetched, MirrorError> {
     let cache = open_cache(cache_path)?;
-    let odb = cache.odb().map_err(|e| cache_error(cache_path, &e))?;
+    let failed = |e: git2::Error| cache_error(cache_path, &e);
+    let keep_going = || deadline.is_none_or(|d| Instant::now() < d);
+    if cache_refs(&cache).map_err(failed)?.is_empty() && !target_refs.is_empty() {
+        match download(&cache, &job.target, progress, keep_going) {
+            Ok(()) => {
+                let odb = cache.odb().map_err(failed)?;
+                let present: RefMap = target_refs
+                    .iter()
+                    .filter(|(_, oid)| odb.exists(**oid))
+                    .map(|(n, o)| (n.clone(), *o))
+                    .collect();
+                update_cache_refs(&cache, &present).map_err(failed)?;
+                tracing::info!(
+                    repository = job.name,
+                    refs = present.len(),
+                    "new cache filled from the target"
+                );
+            }
+            Err((error, _)) => {
+                tracing::warn!(
+                    repository = job.name,
+                    error = error.message(),
+                    "cannot fill the new cache from the target; fetching everything from the source"
+                );
+            }
+        }
+    }
+    let in_sync = cache_refs(&cache).map_err(failed)? == *target_refs;
+    let odb = cache.odb().map_err(failed)?;
     let missing = || wanted.values().filter(|oid| !odb.exists(**oid)).count();
-    let fetched = missing() > 0;
-    if fetched {
-        let source = &job.source;
-        let refused = Cell::new(false);
-        let keep_going = || deadline.is_none_or(|d| Instant::now() < d);
-        let mut callbacks = source.callbacks(&refused);
-        callbacks.transfer_progress(|_| keep_going());
-        callbacks.sideband_progress(|_| keep_going());
-        let mut options = FetchOptions::new();
-        options.remote_callbacks(callbacks).download_tags(git2::AutotagOption::None);
-        let downloaded = cache.remote_anonymous(&source.url).and_then(|mut remote| {
-            remote.download(
-                &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
-                Some(&mut options),
-            )
-        });
-        if let Err(error) = downloaded {
-            return Err(fetch_error(job, cache_path, refused.get(), &error, !keep_going()));
+    let mut fetched = Fetched { in_sync, ..Fetched::default() };
+    if missing() > 0 {
+        let packs = packs(cache_path);
+        let before = progress.bytes_received.load(Ordering::Relaxed);
+        if let Err((error, refused)) = download(&cache, &job.source, progress, keep_going) {
+            return Err(fetch_error(job, cache_path, refused, &error, !keep_going()));
         }
         // The source may have moved between listing and downloading; mirror what was
         // listed, as long as the download brought it. Otherwise the next run catches up.
         if missing() > 0 {
             return Err(MirrorError::Fetch {
-                url: source.display_url(),
+                url: job.source.display_url(),
                 error: format!("the source moved while fetching ({} refs); run again", missing()),
             });
         }
+        let mut new = packs_since(cache_path, &packs);
+        fetched.pack = (new.len() == 1).then(|| new.remove(0));
+        fetched.downloaded = true;
+        fetched.bytes = progress.bytes_received.load(Ordering::Relaxed) - before;
     }
-    update_cache_refs(&cache, wanted).map_err(|e| cache_error(cache_path, &e))?;
+    update_cache_refs(&cache, wanted).map_err(failed)?;
     Ok(fetched)
+}
+
+/// Downloads from `from` the objects of its branches and tags the cache lacks; on failure,
+/// the error and whether credentials were refused.
+fn download(
+    cache: &Repository,
+    from: &Endpoint,
+    progress: &TransferProgress,
+    keep_going: impl Fn() -> bool,
+) -> Result<(), (git2::Error, bool)> {
+    let refused = Cell::new(false);
+    let mut callbacks = from.callbacks(&refused);
+    let start = progress.bytes_received.load(Ordering::Relaxed);
+    callbacks.transfer_progress(|stats| {
+        progress.objects_received.store(stats.received_objects() as u64, Ordering::Relaxed);
+        progress.objects_total.store(stats.total_objects() as u64, Ordering::Relaxed);
+        progress.bytes_received.store(start + stats.received_bytes() as u64, Ordering::Relaxed);
+        keep_going()
+    });
+    callbacks.sideband_progress(|_| keep_going());
+    let mut options = FetchOptions::new();
+    options.remote_callbacks(callbacks).download_tags(git2::AutotagOption::None);
+    let downloaded = cache.remote_anonymous(&from.url).and_then(|mut remote| {
+        remote.download(
+            &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+            Some(&mut options),
+        )
+    });
+    downloaded.map_err(|error| (error, refused.get()))
+}
+
+/// The cache's branches and tags.
+fn cache_refs(cache: &Repository) -> Result<RefMap, git2::Error> {
+    let mut refs = RefMap::new();
+    for reference in cache.references()? {
+        let reference = reference?;
+        if let Some(oid) = reference.target() {
+            refs.insert(RefName::new(reference.name_bytes()), oid);
+        }
+    }
+    Ok(mirrored(refs))
+}
+
+/// The pack files of the cache.
+fn packs(cache: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(cache.join("objects/pack")) else { return Vec::new() };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pack"))
+        .collect()
+}
+
+/// The pack files written since `before` was listed.
+fn packs_since(cache: &Path, before: &[PathBuf]) -> Vec<PathBuf> {
+    packs(cache).into_iter().filter(|p| !before.contains(p)).collect()
 }
 
 fn fetch_error(
@@ -578,14 +798,7 @@ fn fetch_error(
 /// offers the source as already present. Names that are not UTF-8 have no ref in the
 /// cache (libgit2 writes only UTF-8 names); their objects are fetched all the same.
 fn update_cache_refs(cache: &Repository, wanted: &RefMap) -> Result<(), git2::Error> {
-    let mut current = RefMap::new();
-    for reference in cache.references()? {
-        let reference = reference?;
-        if let Some(oid) = reference.target() {
-            current.insert(RefName::new(reference.name_bytes()), oid);
-        }
-    }
-    let plan = RefPlan::between(wanted, &mirrored(current));
+    let plan = RefPlan::between(wanted, &cache_refs(cache)?);
     for change in plan.changes() {
         let Some(name) = change.name.as_str() else { continue };
         match change.new {

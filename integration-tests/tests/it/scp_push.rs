@@ -1,0 +1,197 @@
+//! How the Source Control Pillar pushes: the pack just fetched forwarded as it came when the
+//! target is in sync, a pack built for the push when it drifted, a fresh cache filled from
+//! the target, a refused ref, and a push cut off halfway.
+
+use std::path::Path;
+
+use integration_tests::faults::{CuttingProxy, Direction};
+use serde_json::Value;
+
+use crate::source_control::{assert_mirrored, target_refs};
+use crate::support::{
+    Git, SourceServer, WorkTree, create_codecommit_repository, env, ok, pillar, run, unique,
+};
+
+/// `pillar scp mirror --json` into CodeCommit `repository`, caching in `work`; the report
+/// and whether it succeeded.
+fn mirror_into(
+    source: &str,
+    repository: &str,
+    work: &Path,
+    endpoint: Option<&str>,
+) -> (Value, bool) {
+    let mut command = pillar();
+    command
+        .args(["scp", "mirror", "--json", "--source", source])
+        .args(["--target", &format!("codecommit://{repository}"), "--work-dir"])
+        .arg(work);
+    if let Some(endpoint) = endpoint {
+        command.env("PILLAR_CODECOMMIT_GIT_ENDPOINT", endpoint);
+    }
+    let output = run(&mut command);
+    let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    (report, output.status.success())
+}
+
+fn mirror(source: &str, repository: &str, work: &Path) -> Value {
+    let (report, succeeded) = mirror_into(source, repository, work, None);
+    assert!(succeeded, "mirror failed: {report}");
+    report
+}
+
+/// `len` bytes that compression cannot shrink, different for each `seed`.
+fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+/// A source with `commits` commits of 20 KiB each.
+fn source_with_history(server: &SourceServer, name: &str, commits: usize) -> WorkTree {
+    let source = server.repository(name);
+    for n in 0..commits {
+        let data = noise(20 * 1024, 0x9e37_79b9 ^ n as u32);
+        std::fs::write(source.work.join(format!("file-{}", n % 10)), data).expect("write");
+        source.git(&["add", "."]);
+        source.commit(&format!("commit {n}"));
+    }
+    source.git(&["tag", "-a", "v1", "-m", "release"]);
+    source
+}
+
+fn number(report: &Value, key: &str) -> u64 {
+    report[key].as_u64().unwrap_or_else(|| panic!("{key} in {report}"))
+}
+
+fn served_repository(repository: &str) -> std::path::PathBuf {
+    Path::new(&env("PILLAR_CODECOMMIT_REPOS_DIR")).join(format!("{repository}.git"))
+}
+
+#[test]
+fn the_fetched_pack_is_forwarded_to_a_target_in_sync_and_a_pack_built_for_one_that_drifted() {
+    let server = SourceServer::start(None);
+    let source = source_with_history(&server, "app", 30);
+    let url = server.url("app");
+    let repository = unique("forward");
+    create_codecommit_repository(&repository);
+    let work = tempfile::tempdir().expect("work dir");
+
+    let cold = mirror(&url, &repository, work.path());
+    assert_eq!(cold["forwarded"], true, "an empty target takes the whole fetched pack: {cold}");
+    assert_mirrored(&source, &url, &repository);
+
+    // One small commit: the target has almost everything, the pack sent is small.
+    std::fs::write(source.work.join("small"), "one line\n").expect("write");
+    source.git(&["add", "small"]);
+    source.commit("small change");
+    let warm = mirror(&url, &repository, work.path());
+    assert_eq!(warm["forwarded"], true, "{warm}");
+    assert!(
+        number(&warm, "bytes_to_target") < number(&cold, "bytes_to_target") / 20,
+        "{warm} after {cold}"
+    );
+    assert_mirrored(&source, &url, &repository);
+
+    // A branch only off an old commit: nothing to fetch, an empty pack, still in sync.
+    source.git(&["branch", "from-old-tag", "v1"]);
+    let branch = mirror(&url, &repository, work.path());
+    assert_eq!(branch["fetched"], false, "{branch}");
+    assert_mirrored(&source, &url, &repository);
+
+    // Someone pushed to the mirror: it drifted, so the push gets a pack built for it.
+    let served = served_repository(&repository);
+    ok(Git::plain().command().arg("--git-dir").arg(&served).args(["branch", "intruder", "main~3"]));
+    source.commit("another");
+    let drifted = mirror(&url, &repository, work.path());
+    assert_eq!(drifted["forwarded"], false, "{drifted}");
+    assert_eq!(drifted["deleted"][0], "refs/heads/intruder");
+    assert_mirrored(&source, &url, &repository);
+    ok(Git::plain().command().arg("--git-dir").arg(&served).args(["fsck", "--no-dangling"]));
+}
+
+#[test]
+fn a_fresh_cache_is_filled_from_the_target_and_the_source_sends_only_what_is_new() {
+    let server = SourceServer::start(None);
+    let source = source_with_history(&server, "app", 30);
+    let url = server.url("app");
+    let repository = unique("seed");
+    create_codecommit_repository(&repository);
+    let first = mirror(&url, &repository, tempfile::tempdir().expect("dir").path());
+
+    // A new Lambda environment: an empty /tmp.
+    std::fs::write(source.work.join("new"), "new\n").expect("write");
+    source.git(&["add", "new"]);
+    source.commit("new commit");
+    let fresh = tempfile::tempdir().expect("dir");
+    let report = mirror(&url, &repository, fresh.path());
+    assert_eq!(report["fetched"], true, "{report}");
+    assert!(
+        number(&report, "bytes_from_source") * 20 < number(&first, "bytes_from_source"),
+        "the source sent {} bytes for one commit, {} for the whole history",
+        report["bytes_from_source"],
+        first["bytes_from_source"]
+    );
+    assert_eq!(report["forwarded"], true, "the cache was the target's: {report}");
+    assert_mirrored(&source, &url, &repository);
+}
+
+#[test]
+fn a_ref_refused_with_the_forwarded_pack_is_tried_with_a_built_one_then_reported() {
+    let server = SourceServer::start(None);
+    let source = source_with_history(&server, "app", 3);
+    let url = server.url("app");
+    let repository = unique("forward-refused");
+    create_codecommit_repository(&repository);
+    let work = tempfile::tempdir().expect("work dir");
+    mirror(&url, &repository, work.path());
+    let hook = served_repository(&repository).join("hooks/update");
+    std::fs::write(&hook, "#!/bin/sh\n[ \"$1\" != refs/heads/forbidden ]\n").expect("hook");
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+
+    let main = source.commit("more");
+    source.git(&["branch", "forbidden"]);
+    let (report, succeeded) = mirror_into(&url, &repository, work.path(), None);
+    assert!(!succeeded, "a refused ref fails the run: {report}");
+    assert_eq!(report["refused"][0]["name"], "refs/heads/forbidden", "{report}");
+    assert_eq!(report["updated"][0], "refs/heads/main", "{report}");
+    assert_eq!(target_refs(&repository)["refs/heads/main"], main);
+}
+
+#[test]
+fn a_push_cut_off_halfway_leaves_the_target_as_it_was_and_the_next_run_converges() {
+    let server = SourceServer::start(None);
+    let source = source_with_history(&server, "app", 2);
+    let url = server.url("app");
+    let repository = unique("cut-push");
+    create_codecommit_repository(&repository);
+    let work = tempfile::tempdir().expect("work dir");
+    mirror(&url, &repository, work.path());
+    let before = target_refs(&repository);
+
+    // 300 KiB of new history; the connection to CodeCommit dies after 100 KiB of it.
+    for n in 0..15 {
+        let data = noise(20 * 1024, 7_000 + n);
+        std::fs::write(source.work.join(format!("big-{n}")), data).expect("write");
+    }
+    source.git(&["add", "."]);
+    source.commit("big change");
+    let upstream = env("PILLAR_CODECOMMIT_GIT_ENDPOINT");
+    let upstream = upstream.trim_start_matches("http://").parse().expect("host:port");
+    let proxy = CuttingProxy::cutting(upstream, Direction::Up, 100 * 1024);
+    let endpoint = format!("http://{}", proxy.address);
+    let (report, succeeded) = mirror_into(&url, &repository, work.path(), Some(&endpoint));
+    assert!(!succeeded && proxy.cuts() == 1, "the push was cut: {report}");
+    assert_eq!(target_refs(&repository), before, "nothing half-pushed");
+    let served = served_repository(&repository);
+    ok(Git::plain().command().arg("--git-dir").arg(&served).args(["fsck", "--no-dangling"]));
+
+    mirror(&url, &repository, work.path());
+    assert_mirrored(&source, &url, &repository);
+}
