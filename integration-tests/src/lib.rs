@@ -5,6 +5,7 @@
 pub mod codecommit_git;
 pub mod faults;
 pub mod git_source;
+pub mod history;
 mod http_backend;
 pub mod measure;
 pub mod oci_layout;

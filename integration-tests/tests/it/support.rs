@@ -148,12 +148,14 @@ impl SourceServer {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind a loopback port");
         let base_url = format!("http://{}", listener.local_addr().expect("address"));
-        let basic = basic.map(|(u, p)| (u.to_owned(), p.to_owned()));
+        let options = integration_tests::git_source::Options {
+            basic: basic.map(|(u, p)| (u.to_owned(), p.to_owned())),
+            ..Default::default()
+        };
         runtime.spawn(integration_tests::git_source::serve(
             listener,
             root.path().to_owned(),
-            basic,
-            false,
+            options,
         ));
         Self { root, base_url, _runtime: runtime }
     }

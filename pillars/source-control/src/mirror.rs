@@ -41,6 +41,9 @@ pub struct MirrorReport {
     /// Bytes read from the source, and pack bytes sent to the target.
     pub bytes_from_source: u64,
     pub bytes_to_target: u64,
+    /// Milliseconds spent listing both sides and fetching, then pushing.
+    pub fetch_ms: u64,
+    pub push_ms: u64,
 }
 
 /// How far a mirror has got, for whoever shows it; updated as objects move.
@@ -196,6 +199,12 @@ impl GitMirror {
         let source_refs = mirrored(source.refs);
         let target = self.list(&job.target, Side::Target, Service::Push, deadline).await?;
         let target_refs = mirrored(target.refs.clone());
+        tracing::debug!(
+            repository = job.name,
+            source = source_refs.len(),
+            target = target_refs.len(),
+            "both sides listed"
+        );
         let fetched = match self
             .fetch(&cache.path, job, &source_refs, &target_refs, &progress, deadline)
             .await
@@ -211,7 +220,13 @@ impl GitMirror {
             }
             other => other?,
         };
-        let fetch_ms = started.elapsed().as_millis();
+        let fetch_ms = elapsed_ms(started);
+        tracing::debug!(
+            repository = job.name,
+            bytes = fetched.bytes,
+            forwardable = fetched.in_sync,
+            "fetched"
+        );
         let mut plan = RefPlan::between(&source_refs, &target_refs);
         if let Some(head) = &source.head {
             plan.push_first(head);
@@ -221,6 +236,7 @@ impl GitMirror {
             source_head: source.head,
             fetched: fetched.downloaded,
             bytes_from_source: fetched.bytes,
+            fetch_ms,
             ..MirrorReport::default()
         };
         let sent_before = progress.bytes_sent.load(Ordering::Relaxed);
@@ -267,6 +283,7 @@ impl GitMirror {
             }
         }
         report.bytes_to_target = progress.bytes_sent.load(Ordering::Relaxed) - sent_before;
+        report.push_ms = elapsed_ms(started) - fetch_ms;
         work.fit(&job.name);
         tracing::info!(
             repository = job.name,
@@ -275,7 +292,7 @@ impl GitMirror {
             refused = report.refused.len(),
             unchanged = plan.unchanged,
             fetch_ms,
-            push_ms = started.elapsed().as_millis() - fetch_ms,
+            push_ms = report.push_ms,
             "mirror pass"
         );
         Ok(report)
@@ -488,6 +505,10 @@ impl GitMirror {
 }
 
 const AGENT: &str = concat!("agent=pillars-scp/", env!("CARGO_PKG_VERSION"));
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
 
 /// One run's pushes: whose, from which cache, to a target that advertised `target`.
 struct Pushing<'a> {
