@@ -7,17 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
-
-/// A runtime of its own, so the fault keeps working while the test blocks.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 /// Accepts every connection and holds it open without a byte of answer: a hung server.
 #[derive(Debug)]
@@ -28,9 +19,7 @@ pub struct Blackhole {
 
 impl Blackhole {
     pub fn start() -> Self {
-        let runtime = runtime();
-        let listener =
-            runtime.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind a loopback port");
+        let (runtime, listener) = crate::background_listener();
         let address = listener.local_addr().expect("address");
         runtime.spawn(async move {
             let mut held = Vec::new();
@@ -68,9 +57,7 @@ impl CuttingProxy {
     }
 
     pub fn cutting(upstream: SocketAddr, direction: Direction, cut_after: usize) -> Self {
-        let runtime = runtime();
-        let listener =
-            runtime.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind a loopback port");
+        let (runtime, listener) = crate::background_listener();
         let address = listener.local_addr().expect("address");
         let cuts = Arc::new(AtomicUsize::new(0));
         let cut_done = Arc::new(AtomicBool::new(false));

@@ -31,14 +31,7 @@ pub struct ReferrersRegistry {
 impl ReferrersRegistry {
     /// In front of the registry at `upstream` (`host:port`, plain HTTP).
     pub fn start(upstream: &str) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind a loopback port");
+        let (runtime, listener) = crate::background_listener();
         let address = listener.local_addr().expect("address");
         let proxy = Arc::new(Proxy {
             upstream: format!("http://{upstream}"),

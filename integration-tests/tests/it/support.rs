@@ -139,14 +139,7 @@ impl SourceServer {
     /// Anonymous, or only for `username:password`.
     pub fn start(basic: Option<(&str, &str)>) -> Self {
         let root = tempfile::tempdir().expect("temp dir");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind a loopback port");
+        let (runtime, listener) = integration_tests::background_listener();
         let base_url = format!("http://{}", listener.local_addr().expect("address"));
         let options = integration_tests::git_source::Options {
             basic: basic.map(|(u, p)| (u.to_owned(), p.to_owned())),

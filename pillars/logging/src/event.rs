@@ -209,12 +209,7 @@ impl Timestamp<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo at run time");
-        let path = std::path::Path::new(&dir).join("../../integration-tests/fixtures/kinesis");
-        std::fs::read(path.join(name)).expect("fixture")
-    }
+    use crate::tests::fixture;
 
     fn record(data: &[u8], key: &str) -> InputRecord {
         InputRecord {

@@ -107,12 +107,7 @@ pub const RECORD_OVERHEAD: usize = 16;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo at run time");
-        let path = std::path::Path::new(&dir).join("../../integration-tests/fixtures/kinesis");
-        std::fs::read(path.join(name)).expect("fixture")
-    }
+    use crate::tests::fixture;
 
     #[test]
     fn the_reference_aggregate_holds_two_records() {

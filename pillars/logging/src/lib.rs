@@ -15,6 +15,16 @@ pub mod sink;
 
 use std::path::PathBuf;
 
+#[cfg(test)]
+mod tests {
+    /// A Kinesis sample made with the reference tools (see integration-tests/fixtures).
+    pub(crate) fn fixture(name: &str) -> Vec<u8> {
+        let dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo at run time");
+        let path = std::path::Path::new(&dir).join("../../integration-tests/fixtures/kinesis");
+        std::fs::read(path.join(name)).expect("fixture")
+    }
+}
+
 /// What went wrong, naming the stream or log group and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
