@@ -83,7 +83,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                     jobs(&source, &registry, &mirror, all_tags, tags.as_ref(), target_tag).await?;
                 let started = std::time::Instant::now();
                 let images = mirror.mirror(&registry, jobs, &to, None).await;
-                drop(mirror);
+                drop(mirror); // clears the progress bars before the report
                 let report = SyncReport { images, seconds: started.elapsed().as_secs_f64() };
                 print(&report, json)
             }
@@ -93,7 +93,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 let mut mirror = Mirror::from_aws(&aws, DEFAULT_TTL);
                 mirror.copier.progress = shown_progress(json);
                 let report = mirror.sync(&manifest.images.iter().collect::<Vec<_>>(), None).await;
-                drop(mirror);
+                drop(mirror); // clears the progress bars before the report
                 print(&report, json)
             }
             Command::Verify { ends } => {

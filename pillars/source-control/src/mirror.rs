@@ -224,7 +224,7 @@ impl GitMirror {
         tracing::debug!(
             repository = job.name,
             bytes = fetched.bytes,
-            forwardable = fetched.in_sync,
+            in_sync = fetched.in_sync,
             "fetched"
         );
         let mut plan = RefPlan::between(&source_refs, &target_refs);
@@ -247,38 +247,21 @@ impl GitMirror {
             self.push(&to, batch, &haves, &mut report).await?;
         }
         // The target had all the cache had: the pack just fetched is all it lacks, so it
-        // goes as it came (no walk, no delta search); later batches need no new object.
-        // Whatever the target refuses of that is pushed again with a pack built for it.
-        // (A download that left no single pack, say loose objects, has nothing to forward.)
+        // goes as it came with the first batch (no walk, no delta search); later batches
+        // need no new object. What the target refuses of that is pushed again with a pack
+        // built for it. (A download that left no single pack has nothing to forward.)
         let forwardable = fetched.in_sync && (fetched.pack.is_some() || !fetched.downloaded);
-        let mut forward = forwardable.then(|| fetched.pack.clone());
+        let mut pack = fetched.pack;
         for batch in plan.upserts.chunks(MAX_REFS_PER_PUSH) {
-            let retry = match forward.take() {
-                Some(pack) => {
-                    let objects =
-                        pack.map_or_else(|| Objects::Build(PackPlan::default()), Objects::Forward);
-                    forward = Some(None);
-                    report.forwarded |= matches!(objects, Objects::Forward(_));
-                    let answer = self.push_once(&to, batch, objects).await?;
-                    let mut retry = Vec::new();
-                    for (change, outcome) in batch.iter().zip(outcomes(&answer, batch)) {
-                        match outcome {
-                            None => {
-                                report.accept(change);
-                                haves.extend(change.new);
-                            }
-                            Some(reason) => {
-                                tracing::warn!(reference = %change.name, reason, "refused with the fetched pack; pushing a pack built for it");
-                                retry.push(change.clone());
-                            }
-                        }
-                    }
-                    retry
-                }
-                None => batch.to_vec(),
-            };
-            if !retry.is_empty() {
-                let accepted = self.push(&to, &retry, &haves, &mut report).await?;
+            let mut rest = batch.to_vec();
+            if forwardable {
+                let objects =
+                    pack.take().map_or(Objects::Build(PackPlan::default()), Objects::Forward);
+                report.forwarded |= matches!(objects, Objects::Forward(_));
+                rest = self.push_forwarded(&to, batch, objects, &mut haves, &mut report).await?;
+            }
+            if !rest.is_empty() {
+                let accepted = self.push(&to, &rest, &haves, &mut report).await?;
                 haves.extend(accepted);
             }
         }
@@ -365,6 +348,37 @@ impl GitMirror {
         let fetched =
             blocking(move || fetch_blocking(&cache, &job, &wanted, &target, &progress, deadline));
         before(deadline, "fetching from the source", fetched).await
+    }
+
+    /// Pushes `batch` once with `objects`, recording what the target took; returns the
+    /// changes it refused.
+    async fn push_forwarded(
+        &self,
+        to: &Pushing<'_>,
+        batch: &[RefChange],
+        objects: Objects,
+        haves: &mut Vec<Oid>,
+        report: &mut MirrorReport,
+    ) -> Result<Vec<RefChange>, MirrorError> {
+        let answer = self.push_once(to, batch, objects).await?;
+        let mut refused = Vec::new();
+        for (change, outcome) in batch.iter().zip(outcomes(&answer, batch)) {
+            match outcome {
+                None => {
+                    report.accept(change);
+                    haves.extend(change.new);
+                }
+                Some(reason) => {
+                    tracing::warn!(
+                        reference = %change.name,
+                        reason,
+                        "refused with the fetched pack; pushing a pack built for it"
+                    );
+                    refused.push(change.clone());
+                }
+            }
+        }
+        Ok(refused)
     }
 
     /// Pushes one batch, splitting it when the target cannot store its objects, so that
