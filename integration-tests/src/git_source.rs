@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -24,6 +24,8 @@ pub struct Options {
     pub push: bool,
     /// Response body bytes served so far, for measuring what a client read.
     pub bytes_served: Arc<AtomicU64>,
+    /// Each request served, as `METHOD path?query`, for seeing how a client asked.
+    pub requests: Arc<Mutex<Vec<String>>>,
 }
 
 #[derive(Debug)]
@@ -69,6 +71,8 @@ async fn handle(State(source): State<Arc<Source>>, request: Request) -> Response
         }
     }
     let path_info = request.uri().path().to_owned();
+    let asked = format!("{} {}", request.method(), request.uri());
+    source.options.requests.lock().expect("request log").push(asked);
     let user = source.options.push.then_some("pusher");
     match http_backend(&source.root, &path_info, user, request).await {
         Ok(response) => {

@@ -65,6 +65,26 @@ fn source_with_history(server: &SourceServer, name: &str, commits: usize) -> Wor
     source
 }
 
+/// A source of `commits` commits served as `app`, and a new CodeCommit repository named
+/// from `prefix`: the source, its URL and the repository.
+fn app_and_repository(
+    server: &SourceServer,
+    commits: usize,
+    prefix: &str,
+) -> (WorkTree, String, String) {
+    let source = source_with_history(server, "app", commits);
+    let repository = unique(prefix);
+    create_codecommit_repository(&repository);
+    (source, server.url("app"), repository)
+}
+
+/// Commits `text` as the file `name` with `message`.
+fn commit_file(source: &WorkTree, name: &str, text: &str, message: &str) {
+    std::fs::write(source.work.join(name), text).expect("write");
+    source.git(&["add", name]);
+    source.commit(message);
+}
+
 fn number(report: &Value, key: &str) -> u64 {
     report[key].as_u64().unwrap_or_else(|| panic!("{key} in {report}"))
 }
@@ -76,10 +96,7 @@ fn served_repository(repository: &str) -> std::path::PathBuf {
 #[test]
 fn the_fetched_pack_is_forwarded_to_a_target_in_sync_and_a_pack_built_for_one_that_drifted() {
     let server = SourceServer::start(None);
-    let source = source_with_history(&server, "app", 30);
-    let url = server.url("app");
-    let repository = unique("forward");
-    create_codecommit_repository(&repository);
+    let (source, url, repository) = app_and_repository(&server, 30, "forward");
     let work = tempfile::tempdir().expect("work dir");
 
     let cold = mirror(&url, &repository, work.path());
@@ -87,9 +104,7 @@ fn the_fetched_pack_is_forwarded_to_a_target_in_sync_and_a_pack_built_for_one_th
     assert_mirrored(&source, &url, &repository);
 
     // One small commit: the target has almost everything, the pack sent is small.
-    std::fs::write(source.work.join("small"), "one line\n").expect("write");
-    source.git(&["add", "small"]);
-    source.commit("small change");
+    commit_file(&source, "small", "one line\n", "small change");
     let warm = mirror(&url, &repository, work.path());
     assert_eq!(warm["forwarded"], true, "{warm}");
     assert!(
@@ -116,18 +131,33 @@ fn the_fetched_pack_is_forwarded_to_a_target_in_sync_and_a_pack_built_for_one_th
 }
 
 #[test]
+fn a_new_commit_costs_the_source_one_listing_and_one_pack_request() {
+    let server = SourceServer::start(None);
+    let (source, url, repository) = app_and_repository(&server, 30, "one-round");
+    let work = tempfile::tempdir().expect("work dir");
+    mirror(&url, &repository, work.path());
+    assert_mirrored(&source, &url, &repository);
+
+    commit_file(&source, "small", "one line\n", "small change");
+    server.take_requests();
+    let report = mirror(&url, &repository, work.path());
+    assert_eq!(
+        server.take_requests(),
+        ["GET /app.git/info/refs?service=git-upload-pack", "POST /app.git/git-upload-pack"],
+        "the listing is the advertisement of the fetch, and one round asks for the pack"
+    );
+    assert!(number(&report, "bytes_from_source") < 4096, "{report}");
+    assert_mirrored(&source, &url, &repository);
+}
+
+#[test]
 fn a_fresh_cache_is_filled_from_the_target_and_the_source_sends_only_what_is_new() {
     let server = SourceServer::start(None);
-    let source = source_with_history(&server, "app", 30);
-    let url = server.url("app");
-    let repository = unique("seed");
-    create_codecommit_repository(&repository);
+    let (source, url, repository) = app_and_repository(&server, 30, "seed");
     let first = mirror(&url, &repository, tempfile::tempdir().expect("dir").path());
 
     // A new Lambda environment: an empty /tmp.
-    std::fs::write(source.work.join("new"), "new\n").expect("write");
-    source.git(&["add", "new"]);
-    source.commit("new commit");
+    commit_file(&source, "new", "new\n", "new commit");
     let fresh = tempfile::tempdir().expect("dir");
     let report = mirror(&url, &repository, fresh.path());
     assert_eq!(report["fetched"], true, "{report}");
@@ -144,10 +174,7 @@ fn a_fresh_cache_is_filled_from_the_target_and_the_source_sends_only_what_is_new
 #[test]
 fn a_ref_refused_with_the_forwarded_pack_is_tried_with_a_built_one_then_reported() {
     let server = SourceServer::start(None);
-    let source = source_with_history(&server, "app", 3);
-    let url = server.url("app");
-    let repository = unique("forward-refused");
-    create_codecommit_repository(&repository);
+    let (source, url, repository) = app_and_repository(&server, 3, "forward-refused");
     let work = tempfile::tempdir().expect("work dir");
     mirror(&url, &repository, work.path());
     let hook = served_repository(&repository).join("hooks/update");
@@ -167,10 +194,7 @@ fn a_ref_refused_with_the_forwarded_pack_is_tried_with_a_built_one_then_reported
 #[test]
 fn a_push_cut_off_halfway_leaves_the_target_as_it_was_and_the_next_run_converges() {
     let server = SourceServer::start(None);
-    let source = source_with_history(&server, "app", 2);
-    let url = server.url("app");
-    let repository = unique("cut-push");
-    create_codecommit_repository(&repository);
+    let (source, url, repository) = app_and_repository(&server, 2, "cut-push");
     let work = tempfile::tempdir().expect("work dir");
     mirror(&url, &repository, work.path());
     let before = target_refs(&repository);

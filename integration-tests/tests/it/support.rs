@@ -132,6 +132,7 @@ pub fn stderr(output: &Output) -> String {
 pub struct SourceServer {
     root: tempfile::TempDir,
     base_url: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -145,12 +146,18 @@ impl SourceServer {
             basic: basic.map(|(u, p)| (u.to_owned(), p.to_owned())),
             ..Default::default()
         };
+        let requests = std::sync::Arc::clone(&options.requests);
         runtime.spawn(integration_tests::git_source::serve(
             listener,
             root.path().to_owned(),
             options,
         ));
-        Self { root, base_url, _runtime: runtime }
+        Self { root, base_url, requests, _runtime: runtime }
+    }
+
+    /// The requests served since the last call, as `METHOD path?query`.
+    pub fn take_requests(&self) -> Vec<String> {
+        std::mem::take(&mut *self.requests.lock().expect("request log"))
     }
 
     /// A new repository `name` with a working tree; served at [`Self::url`].

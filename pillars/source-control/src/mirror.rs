@@ -1,9 +1,12 @@
-//! The mirror engine: bring a bare cache up to date with the source (libgit2 fetch),
+//! The mirror engine: bring a bare cache up to date with the source (our upload-pack
+//! client over HTTP, libgit2's fetch otherwise),
 //! compare the source's branches and tags with the target's, and push only the difference
 //! (our receive-pack client): deletions first, then creates and updates, in batches, each
 //! ref's outcome read. A ref the target refuses is reported and holds nothing else back.
 
 use std::cell::Cell;
+use std::collections::BTreeSet;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +19,7 @@ use serde::Serialize;
 
 use crate::local;
 use crate::pack::{self, PackPlan};
-use crate::protocol::{Advertisement, Command, Report, encode_commands};
+use crate::protocol::{Advertisement, Command, PackDemux, Report, encode_commands, encode_fetch};
 use crate::refs::{MAX_REFS_PER_PUSH, RefChange, RefMap, RefName, RefPlan, mirrored};
 use crate::smart_http::SmartHttp;
 use crate::transport::{Endpoint, Location, configure_libgit2};
@@ -195,9 +198,11 @@ impl GitMirror {
             let locked = blocking(move || work.lock(&name).map_err(MirrorError::from));
             before(deadline, "waiting for the cache lock", locked).await?
         };
-        let source = self.list(&job.source, Side::Source, Service::Read, deadline).await?;
+        let (source, target) = futures_util::try_join!(
+            self.list(&job.source, Side::Source, Service::Read, deadline),
+            self.list(&job.target, Side::Target, Service::Push, deadline),
+        )?;
         let source_refs = mirrored(source.refs);
-        let target = self.list(&job.target, Side::Target, Service::Push, deadline).await?;
         let target_refs = mirrored(target.refs.clone());
         tracing::debug!(
             repository = job.name,
@@ -205,18 +210,16 @@ impl GitMirror {
             target = target_refs.len(),
             "both sides listed"
         );
-        let fetched = match self
-            .fetch(&cache.path, job, &source_refs, &target_refs, &progress, deadline)
-            .await
-        {
+        let listed =
+            Listed { source: &source_refs, target: &target_refs, offered: &source.capabilities };
+        let fetched = match self.fetch(&cache.path, job, &listed, &progress, deadline).await {
             Err(MirrorError::WorkDirFull { .. }) => {
                 tracing::warn!(
                     repository = job.name,
                     "work directory full; evicting every other cache"
                 );
                 work.evict_all_but(&job.name);
-                self.fetch(&cache.path, job, &source_refs, &target_refs, &progress, deadline)
-                    .await?
+                self.fetch(&cache.path, job, &listed, &progress, deadline).await?
             }
             other => other?,
         };
@@ -288,8 +291,10 @@ impl GitMirror {
         job: &MirrorJob,
         deadline: Option<Instant>,
     ) -> Result<Drift, MirrorError> {
-        let source = self.list(&job.source, Side::Source, Service::Read, deadline).await?;
-        let target = self.list(&job.target, Side::Target, Service::Read, deadline).await?;
+        let (source, target) = futures_util::try_join!(
+            self.list(&job.source, Side::Source, Service::Read, deadline),
+            self.list(&job.target, Side::Target, Service::Read, deadline),
+        )?;
         Ok(RefPlan::between(&mirrored(source.refs), &mirrored(target.refs)))
     }
 
@@ -331,23 +336,75 @@ impl GitMirror {
         Ok(listed)
     }
 
-    /// Downloads what the cache lacks of `wanted`, then makes the cache's refs exactly
-    /// `wanted` (the haves of the next fetch). Returns whether anything was downloaded.
+    /// Downloads what the cache lacks of the source's refs, then makes the cache's refs
+    /// exactly those (the haves of the next fetch). When the source offers
+    /// `side-band-64k` over HTTP, the pack comes through our client in one round, the
+    /// listing just read serving as the advertisement; else through libgit2.
     async fn fetch(
         &self,
         cache: &Path,
         job: &MirrorJob,
-        wanted: &RefMap,
-        target_refs: &RefMap,
+        listed: &Listed<'_>,
         progress: &Arc<TransferProgress>,
         deadline: Option<Instant>,
     ) -> Result<Fetched, MirrorError> {
-        let (cache, job, wanted, target) =
-            (cache.to_owned(), job.clone(), wanted.clone(), target_refs.clone());
-        let progress = Arc::clone(progress);
-        let fetched =
-            blocking(move || fetch_blocking(&cache, &job, &wanted, &target, &progress, deadline));
-        before(deadline, "fetching from the source", fetched).await
+        let (wanted, target_refs, offered) = (listed.source, listed.target, listed.offered);
+        let fetching = async {
+            let prepared = {
+                let (cache, job, wanted, target) =
+                    (cache.to_owned(), job.clone(), wanted.clone(), target_refs.clone());
+                let progress = Arc::clone(progress);
+                blocking(move || prepare_cache(&cache, &job, &wanted, &target, &progress, deadline))
+                    .await?
+            };
+            let mut fetched = Fetched { in_sync: prepared.in_sync, ..Fetched::default() };
+            if !prepared.missing.is_empty() {
+                let before = progress.bytes_received.load(Ordering::Relaxed);
+                let ours = matches!(job.source.location(), Ok(Location::Http))
+                    && offered.iter().any(|c| c == "side-band-64k");
+                fetched.pack = if ours {
+                    let request = fetch_request(offered, &prepared.missing, &prepared.haves);
+                    Some(self.download_pack(cache, job, request, progress).await?)
+                } else {
+                    let (cache, job) = (cache.to_owned(), job.clone());
+                    let progress = Arc::clone(progress);
+                    blocking(move || download_with_libgit2(&cache, &job, &progress, deadline))
+                        .await?
+                };
+                fetched.downloaded = true;
+                fetched.bytes = progress.bytes_received.load(Ordering::Relaxed) - before;
+            }
+            let (cache, job, wanted) = (cache.to_owned(), job.clone(), wanted.clone());
+            blocking(move || settle_cache(&cache, &job, &wanted)).await?;
+            Ok(fetched)
+        };
+        before(deadline, "fetching from the source", fetching).await
+    }
+
+    /// Sends upload-pack `request` to the source and indexes the pack of its answer into the
+    /// cache as it arrives (a thin pack is completed from the cache). Returns the pack file.
+    async fn download_pack(
+        &self,
+        cache: &Path,
+        job: &MirrorJob,
+        request: Vec<u8>,
+        progress: &Arc<TransferProgress>,
+    ) -> Result<PathBuf, MirrorError> {
+        let mut answer = self.http.upload_pack(&job.source, Side::Source, request).await?;
+        let (sender, chunks) = tokio::sync::mpsc::channel(16);
+        let indexed = {
+            let (cache, job, progress) = (cache.to_owned(), job.clone(), Arc::clone(progress));
+            blocking(move || index_pack(&cache, &job, chunks, &progress))
+        };
+        while let Some(chunk) = answer.next().await {
+            let chunk = chunk?;
+            progress.bytes_received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if sender.send(chunk).await.is_err() {
+                break; // the indexer stopped; its error says why
+            }
+        }
+        drop(sender);
+        indexed.await
     }
 
     /// Pushes `batch` once with `objects`, recording what the target took; returns the
@@ -619,16 +676,20 @@ fn pack_stream(
     (stream, built)
 }
 
-/// Runs blocking work (libgit2, the file system) off the async threads.
-async fn blocking<T: Send + 'static>(
+/// Runs blocking work (libgit2, the file system) off the async threads, starting it at
+/// once (not when first awaited: the pack indexer must drain its channel meanwhile).
+fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, MirrorError> + Send + 'static,
-) -> Result<T, MirrorError> {
-    tokio::task::spawn_blocking(work).await.unwrap_or_else(|panic| {
-        Err(MirrorError::Cache {
-            path: PathBuf::new(),
-            message: format!("mirror task failed: {panic}"),
+) -> impl Future<Output = Result<T, MirrorError>> {
+    let task = tokio::task::spawn_blocking(work);
+    async move {
+        task.await.unwrap_or_else(|panic| {
+            Err(MirrorError::Cache {
+                path: PathBuf::new(),
+                message: format!("mirror task failed: {panic}"),
+            })
         })
-    })
+    }
 }
 
 /// `work`, unless `deadline` comes first.
@@ -676,16 +737,31 @@ struct Fetched {
     bytes: u64,
 }
 
-/// The libgit2 side of [`GitMirror::fetch`]. A new cache (a fresh Lambda environment) is
+/// Both sides' refs, and the capabilities of the source's upload-pack.
+struct Listed<'a> {
+    source: &'a RefMap,
+    target: &'a RefMap,
+    offered: &'a [String],
+}
+
+/// The cache before a download: whether its refs were the target's, which wanted objects
+/// it lacks, and the tips it has.
+struct Prepared {
+    in_sync: bool,
+    missing: Vec<Oid>,
+    haves: Vec<Oid>,
+}
+
+/// Opens the cache for [`GitMirror::fetch`]. A new cache (a fresh Lambda environment) is
 /// filled from the target first, so the source sends only what is new.
-fn fetch_blocking(
+fn prepare_cache(
     cache_path: &Path,
     job: &MirrorJob,
     wanted: &RefMap,
     target_refs: &RefMap,
     progress: &TransferProgress,
     deadline: Option<Instant>,
-) -> Result<Fetched, MirrorError> {
+) -> Result<Prepared, MirrorError> {
     let cache = open_cache(cache_path)?;
     let failed = |e: git2::Error| cache_error(cache_path, &e);
     let keep_going = || deadline.is_none_or(|d| Instant::now() < d);
@@ -714,31 +790,93 @@ fn fetch_blocking(
             }
         }
     }
-    let in_sync = cache_refs(&cache).map_err(failed)? == *target_refs;
+    let refs = cache_refs(&cache).map_err(failed)?;
     let odb = cache.odb().map_err(failed)?;
-    let missing = || wanted.values().filter(|oid| !odb.exists(**oid)).count();
-    let mut fetched = Fetched { in_sync, ..Fetched::default() };
-    if missing() > 0 {
-        let packs = packs(cache_path);
-        let before = progress.bytes_received.load(Ordering::Relaxed);
-        if let Err((error, refused)) = download(&cache, &job.source, progress, keep_going) {
-            return Err(fetch_error(job, cache_path, refused, &error, !keep_going()));
-        }
-        // The source may have moved between listing and downloading; mirror what was
-        // listed, as long as the download brought it. Otherwise the next run catches up.
-        if missing() > 0 {
-            return Err(MirrorError::Fetch {
-                url: job.source.display_url(),
-                error: format!("the source moved while fetching ({} refs); run again", missing()),
-            });
-        }
-        let mut new = packs_since(cache_path, &packs);
-        fetched.pack = (new.len() == 1).then(|| new.remove(0));
-        fetched.downloaded = true;
-        fetched.bytes = progress.bytes_received.load(Ordering::Relaxed) - before;
+    let unique = |oids: Vec<Oid>| oids.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
+    Ok(Prepared {
+        in_sync: refs == *target_refs,
+        missing: unique(wanted.values().copied().filter(|oid| !odb.exists(*oid)).collect()),
+        haves: unique(refs.into_values().collect()),
+    })
+}
+
+/// Makes the cache's refs `wanted`, once the download brought every object they name.
+fn settle_cache(cache_path: &Path, job: &MirrorJob, wanted: &RefMap) -> Result<(), MirrorError> {
+    let cache = open_cache(cache_path)?;
+    let failed = |e: git2::Error| cache_error(cache_path, &e);
+    let odb = cache.odb().map_err(failed)?;
+    let missing = wanted.values().filter(|oid| !odb.exists(**oid)).count();
+    // The source may have moved between listing and downloading; mirror what was listed,
+    // as long as the download brought it. Otherwise the next run catches up.
+    if missing > 0 {
+        return Err(MirrorError::Fetch {
+            url: job.source.display_url(),
+            error: format!("the source moved while fetching ({missing} refs); run again"),
+        });
     }
-    update_cache_refs(&cache, wanted).map_err(failed)?;
-    Ok(fetched)
+    update_cache_refs(&cache, wanted).map_err(failed)
+}
+
+/// upload-pack's request for `missing`, with the capabilities we use of those `offered`.
+fn fetch_request(offered: &[String], missing: &[Oid], haves: &[Oid]) -> Vec<u8> {
+    let used: Vec<&str> = ["side-band-64k", "ofs-delta", "thin-pack", "no-progress"]
+        .into_iter()
+        .filter(|c| offered.iter().any(|o| o == c))
+        .collect();
+    encode_fetch(missing, haves, &used)
+}
+
+/// Writes the pack carried by upload-pack's answer, `chunks`, into the cache and indexes it.
+/// Nothing is left behind unless the whole pack arrived and was indexed.
+fn index_pack(
+    cache_path: &Path,
+    job: &MirrorJob,
+    mut chunks: tokio::sync::mpsc::Receiver<Bytes>,
+    progress: &TransferProgress,
+) -> Result<PathBuf, MirrorError> {
+    let cache = open_cache(cache_path)?;
+    let odb = cache.odb().map_err(|e| cache_error(cache_path, &e))?;
+    let directory = cache_path.join("objects/pack");
+    let failed = |message: String| download_error(job, cache_path, message);
+    // No connectivity walk here (libgit2's own fetch does none either): every object is
+    // hashed as it is indexed, the ref tips are checked once the pack is in, and the
+    // target's receive-pack checks connectivity before it moves a ref.
+    let mut indexer = git2::Indexer::new(Some(&odb), &directory, 0, false)
+        .map_err(|e| failed(e.message().to_owned()))?;
+    indexer.progress(|stats| {
+        progress.objects_received.store(stats.received_objects() as u64, Ordering::Relaxed);
+        progress.objects_total.store(stats.total_objects() as u64, Ordering::Relaxed);
+        true
+    });
+    let mut demux = PackDemux::default();
+    while let Some(chunk) = chunks.blocking_recv() {
+        demux
+            .feed(&chunk, &mut |bytes| indexer.write_all(bytes).map_err(|e| e.to_string()))
+            .map_err(failed)?;
+    }
+    if !demux.ended() {
+        return Err(failed("the answer ended before the pack did; run again".to_owned()));
+    }
+    let name = indexer.commit().map_err(|e| failed(e.message().to_owned()))?;
+    Ok(directory.join(format!("pack-{name}.pack")))
+}
+
+/// Downloads from the source with libgit2 (a local path, or a server without side-band-64k);
+/// returns the pack it wrote, if it wrote one.
+fn download_with_libgit2(
+    cache_path: &Path,
+    job: &MirrorJob,
+    progress: &TransferProgress,
+    deadline: Option<Instant>,
+) -> Result<Option<PathBuf>, MirrorError> {
+    let cache = open_cache(cache_path)?;
+    let keep_going = || deadline.is_none_or(|d| Instant::now() < d);
+    let packs = packs(cache_path);
+    if let Err((error, refused)) = download(&cache, &job.source, progress, keep_going) {
+        return Err(fetch_error(job, cache_path, refused, &error, !keep_going()));
+    }
+    let mut new = packs_since(cache_path, &packs);
+    Ok((new.len() == 1).then(|| new.remove(0)))
 }
 
 /// Downloads from `from` the objects of its branches and tags the cache lacks; on failure,
@@ -818,14 +956,21 @@ fn fetch_error(
             url,
             hint: Side::Source.credentials_hint(),
         }
-    } else if message.contains("No space left on device") {
+    } else {
+        download_error(job, cache, message.to_owned())
+    }
+}
+
+/// A download that failed for `message`: a full work directory, or else the fetch.
+fn download_error(job: &MirrorJob, cache: &Path, message: String) -> MirrorError {
+    if message.contains("No space left on device") {
         MirrorError::WorkDirFull {
             path: cache.parent().unwrap_or(cache).to_owned(),
             repository: job.name.clone(),
-            message: message.to_owned(),
+            message,
         }
     } else {
-        MirrorError::Fetch { url, error: message.to_owned() }
+        MirrorError::Fetch { url: job.source.display_url(), error: message }
     }
 }
 

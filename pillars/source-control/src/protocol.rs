@@ -36,11 +36,7 @@ fn pkt_lines(mut bytes: &[u8]) -> impl Iterator<Item = Result<Pkt<'_>, String>> 
         if bytes.is_empty() {
             return None;
         }
-        let length = bytes
-            .get(..4)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| usize::from_str_radix(h, 16).ok());
-        let read = match length {
+        let read = match pkt_length(bytes) {
             Some(0..=2) => {
                 bytes = &bytes[4..];
                 Ok(Pkt::Flush)
@@ -58,6 +54,12 @@ fn pkt_lines(mut bytes: &[u8]) -> impl Iterator<Item = Result<Pkt<'_>, String>> 
         };
         Some(read)
     })
+}
+
+/// The length a pkt-line's four hex digits give, header included.
+fn pkt_length(bytes: &[u8]) -> Option<usize> {
+    let header = std::str::from_utf8(bytes.get(..4)?).ok()?;
+    usize::from_str_radix(header, 16).ok()
 }
 
 fn trim_newline(line: &[u8]) -> &[u8] {
@@ -174,6 +176,98 @@ pub fn encode_commands(commands: &[Command], capabilities: &[&str]) -> Vec<u8> {
     }
     flush(&mut out);
     out
+}
+
+/// upload-pack's request for the objects of `wants` less what `haves` reach, in one round
+/// ended by `done` (no flush before it: a stateless server would end the exchange there).
+pub fn encode_fetch(wants: &[Oid], haves: &[Oid], capabilities: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (n, want) in wants.iter().enumerate() {
+        let line = match n {
+            0 => format!("want {want} {}\n", capabilities.join(" ")),
+            _ => format!("want {want}\n"),
+        };
+        pkt_line(&mut out, line.as_bytes());
+    }
+    flush(&mut out);
+    for have in haves {
+        pkt_line(&mut out, format!("have {have}\n").as_bytes());
+    }
+    pkt_line(&mut out, b"done\n");
+    out
+}
+
+/// upload-pack's answer, read as it arrives: its acknowledgement, then the pack on
+/// `side-band-64k` channel 1 up to a flush. Progress (channel 2) is dropped; channel 3 and
+/// `ERR` carry the server's error.
+#[derive(Debug, Default)]
+pub struct PackDemux {
+    /// The start of a pkt-line whose end has not arrived yet.
+    pending: Vec<u8>,
+    ended: bool,
+}
+
+impl PackDemux {
+    /// Reads `chunk`, handing the pack's bytes to `pack` in order.
+    pub fn feed(
+        &mut self,
+        chunk: &[u8],
+        pack: &mut impl FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(), String> {
+        self.pending.extend_from_slice(chunk);
+        let mut read = 0;
+        let result = loop {
+            let rest = &self.pending[read..];
+            if rest.is_empty() {
+                break Ok(());
+            }
+            if self.ended {
+                break Err("bytes after the end of the pack".to_owned());
+            }
+            if rest.len() < 4 {
+                break Ok(());
+            }
+            let length = match pkt_length(rest) {
+                Some(0) => {
+                    self.ended = true;
+                    read += 4;
+                    continue;
+                }
+                Some(length) if length >= 5 => length,
+                _ => break Err(format!("malformed pkt-line at `{}`", lossy(&rest[..4]))),
+            };
+            if rest.len() < length {
+                break Ok(());
+            }
+            let payload = &rest[4..length];
+            read += length;
+            match payload.split_first() {
+                Some((1, bytes)) => {
+                    if let Err(error) = pack(bytes) {
+                        break Err(error);
+                    }
+                }
+                Some((2, _)) => {}
+                Some((3, message)) => break Err(lossy(trim_newline(message))),
+                _ if payload.starts_with(b"ACK ") || payload.starts_with(b"NAK") => {}
+                _ => match payload.strip_prefix(b"ERR ") {
+                    Some(message) => break Err(lossy(trim_newline(message))),
+                    None => break Err(format!("unexpected line `{}`", lossy(payload))),
+                },
+            }
+        };
+        self.pending.drain(..read);
+        result
+    }
+
+    /// Whether the flush that ends the answer was read: the pack is whole.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// What receive-pack answered about one push.
@@ -391,6 +485,66 @@ mod tests {
             ]
         );
         assert_eq!(report.progress, "remote: checking\n");
+    }
+
+    #[test]
+    fn a_fetch_asks_in_one_round_with_capabilities_on_the_first_want() {
+        let request = encode_fetch(&[oid(1), oid(2)], &[oid(3)], &["side-band-64k", "ofs-delta"]);
+        let want = |n: u8| format!("want {}", oid(n));
+        assert_eq!(
+            request,
+            [
+                pkts(&[format!("{} side-band-64k ofs-delta\n", want(1)).as_bytes()]),
+                pkts(&[format!("{}\n", want(2)).as_bytes()]),
+                b"0000".to_vec(),
+                pkts(&[format!("have {}\n", oid(3)).as_bytes(), b"done\n"]),
+            ]
+            .concat()
+        );
+    }
+
+    #[test]
+    fn the_pack_is_taken_from_channel_one_however_the_answer_is_cut() {
+        let answer = [
+            pkts(&[b"ACK 0303030303030303030303030303030303030303\n"]),
+            sideband(2, b"Counting objects: 3\r"),
+            sideband(1, b"PACK first part "),
+            sideband(1, b"second part"),
+            b"0000".to_vec(),
+        ]
+        .concat();
+        for piece in [1, 3, 7, answer.len()] {
+            let mut demux = PackDemux::default();
+            let mut pack = Vec::new();
+            for chunk in answer.chunks(piece) {
+                demux
+                    .feed(chunk, &mut |bytes| {
+                        pack.extend_from_slice(bytes);
+                        Ok(())
+                    })
+                    .expect("a well-formed answer");
+            }
+            assert!(demux.ended(), "pieces of {piece}");
+            assert_eq!(pack, b"PACK first part second part", "pieces of {piece}");
+        }
+    }
+
+    #[test]
+    fn a_cut_answer_is_not_ended_and_the_servers_errors_are_its_words() {
+        let mut demux = PackDemux::default();
+        let mut ignore = |_: &[u8]| Ok(());
+        demux.feed(&[pkts(&[b"NAK\n"]), sideband(1, b"PACK")].concat(), &mut ignore).unwrap();
+        assert!(!demux.ended());
+
+        let error = PackDemux::default()
+            .feed(&sideband(3, b"upload-pack: not our ref 1234\n"), &mut ignore)
+            .unwrap_err();
+        assert_eq!(error, "upload-pack: not our ref 1234");
+        let error = PackDemux::default().feed(&pkts(&[b"ERR access denied\n"]), &mut ignore);
+        assert_eq!(error.unwrap_err(), "access denied");
+        let error = PackDemux::default()
+            .feed(&sideband(1, b"PACK"), &mut |_| Err("No space left on device".to_owned()));
+        assert_eq!(error.unwrap_err(), "No space left on device");
     }
 
     #[test]

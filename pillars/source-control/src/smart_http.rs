@@ -1,12 +1,13 @@
 //! Git's smart HTTP protocol, the parts a mirror needs of it: a server's ref advertisement
-//! (source and target) and receive-pack (pushing to the target). Ours rather than libgit2's
+//! (source and target), upload-pack (fetching from the source) and receive-pack (pushing to
+//! the target). Ours rather than libgit2's
 //! so that ref names stay bytes, every ref's status is read, the pack is ours to build, and
 //! requests have deadlines.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use secrecy::ExposeSecret;
 
@@ -93,6 +94,27 @@ impl SmartHttp {
         let body = response.bytes().await.map_err(|e| transfer(endpoint, side, e))?;
         Report::parse(&body, sideband)
             .map_err(|message| MirrorError::Push { url: endpoint.display_url(), error: message })
+    }
+
+    /// Sends upload-pack `request` (see [`crate::protocol::encode_fetch`]) and returns the
+    /// answer as it arrives, never whole in memory.
+    pub async fn upload_pack(
+        &self,
+        endpoint: &Endpoint,
+        side: Side,
+        request: Vec<u8>,
+    ) -> Result<impl Stream<Item = Result<Bytes, MirrorError>> + use<>, MirrorError> {
+        let post = self
+            .client
+            .post(format!("{}/git-upload-pack", base(endpoint)))
+            .header(reqwest::header::CONTENT_TYPE, "application/x-git-upload-pack-request")
+            .header(reqwest::header::ACCEPT, "application/x-git-upload-pack-result")
+            .body(request);
+        let response = self.send(endpoint, side, post).await?;
+        let endpoint = endpoint.clone();
+        Ok(response
+            .bytes_stream()
+            .map(move |chunk| chunk.map_err(|e| transfer(&endpoint, side, e))))
     }
 
     /// Sends with the endpoint's credentials and turns HTTP failures into what they mean.
