@@ -151,6 +151,28 @@ fn a_new_commit_costs_the_source_one_listing_and_one_pack_request() {
 }
 
 #[test]
+fn a_rewritten_tip_the_source_no_longer_has_costs_one_commit_not_the_history() {
+    let server = SourceServer::start(None);
+    let (source, url, repository) = app_and_repository(&server, 30, "amend");
+    source.git(&["tag", "-d", "v1"]);
+    let work = tempfile::tempdir().expect("work dir");
+    let cold = mirror(&url, &repository, work.path());
+
+    // A force-push of an amended tip, and the source's gc drops the old one.
+    source.git(&["commit", "-q", "--amend", "-m", "amended"]);
+    source.git(&["reflog", "expire", "--expire=now", "--all"]);
+    source.git(&["gc", "-q", "--prune=now"]);
+    let amended = mirror(&url, &repository, work.path());
+    assert!(
+        number(&amended, "bytes_from_source") * 10 < number(&cold, "bytes_from_source"),
+        "the source sent {} bytes for one amended commit, {} for the whole history",
+        amended["bytes_from_source"],
+        cold["bytes_from_source"]
+    );
+    assert_mirrored(&source, &url, &repository);
+}
+
+#[test]
 fn a_fresh_cache_is_filled_from_the_target_and_the_source_sends_only_what_is_new() {
     let server = SourceServer::start(None);
     let (source, url, repository) = app_and_repository(&server, 30, "seed");

@@ -792,12 +792,30 @@ fn prepare_cache(
     }
     let refs = cache_refs(&cache).map_err(failed)?;
     let odb = cache.odb().map_err(failed)?;
-    let unique = |oids: Vec<Oid>| oids.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
+    let missing: BTreeSet<Oid> = wanted.values().copied().filter(|oid| !odb.exists(*oid)).collect();
     Ok(Prepared {
         in_sync: refs == *target_refs,
-        missing: unique(wanted.values().copied().filter(|oid| !odb.exists(*oid)).collect()),
-        haves: unique(refs.into_values().collect()),
+        missing: missing.into_iter().collect(),
+        haves: haves(&cache, refs.into_values()).map_err(failed)?,
     })
+}
+
+/// Commits offered to the source beyond the cache's tips, newest first.
+const HAVES_BEHIND_TIPS: usize = 256;
+
+/// The cache's tips and the newest commits behind them, as git's negotiation offers them
+/// first: a tip the source no longer has (a force-push, then gc) still finds its parents,
+/// so the source does not send the whole history again.
+fn haves(cache: &Repository, tips: impl Iterator<Item = Oid>) -> Result<Vec<Oid>, git2::Error> {
+    let tips: BTreeSet<Oid> = tips.collect();
+    let mut walk = cache.revwalk()?;
+    walk.set_sorting(git2::Sort::TIME)?;
+    for tip in &tips {
+        // A tag on a tree or a blob has no history to walk.
+        let _ = walk.push(*tip);
+    }
+    let behind: Vec<Oid> = walk.filter_map(Result::ok).take(HAVES_BEHIND_TIPS).collect();
+    Ok(tips.into_iter().chain(behind).collect::<BTreeSet<_>>().into_iter().collect())
 }
 
 /// Makes the cache's refs `wanted`, once the download brought every object they name.
