@@ -5,7 +5,7 @@
 //! ref's outcome read. A ref the target refuses is reported and holds nothing else back.
 
 use std::cell::Cell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, BinaryHeap, HashSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -793,11 +793,13 @@ fn prepare_cache(
     let refs = cache_refs(&cache).map_err(failed)?;
     let odb = cache.odb().map_err(failed)?;
     let missing: BTreeSet<Oid> = wanted.values().copied().filter(|oid| !odb.exists(*oid)).collect();
-    Ok(Prepared {
-        in_sync: refs == *target_refs,
-        missing: missing.into_iter().collect(),
-        haves: haves(&cache, refs.into_values()).map_err(failed)?,
-    })
+    let in_sync = refs == *target_refs;
+    let haves = if missing.is_empty() {
+        Vec::new()
+    } else {
+        haves(&cache, refs.into_values()).map_err(failed)?
+    };
+    Ok(Prepared { in_sync, missing: missing.into_iter().collect(), haves })
 }
 
 /// Commits offered to the source beyond the cache's tips, newest first.
@@ -805,17 +807,32 @@ const HAVES_BEHIND_TIPS: usize = 256;
 
 /// The cache's tips and the newest commits behind them, as git's negotiation offers them
 /// first: a tip the source no longer has (a force-push, then gc) still finds its parents,
-/// so the source does not send the whole history again.
+/// so the source does not send the whole history again. Reads only the commits it offers
+/// (a revwalk sorted by time would load the whole history first).
 fn haves(cache: &Repository, tips: impl Iterator<Item = Oid>) -> Result<Vec<Oid>, git2::Error> {
-    let tips: BTreeSet<Oid> = tips.collect();
-    let mut walk = cache.revwalk()?;
-    walk.set_sorting(git2::Sort::TIME)?;
-    for tip in &tips {
+    let mut haves: BTreeSet<Oid> = tips.collect();
+    let mut seen = HashSet::new();
+    let mut newest = BinaryHeap::new();
+    let mut queue = |newest: &mut BinaryHeap<_>, commit: &git2::Commit<'_>| {
+        if seen.insert(commit.id()) {
+            newest.push((commit.time().seconds(), commit.id()));
+        }
+    };
+    for tip in &haves {
         // A tag on a tree or a blob has no history to walk.
-        let _ = walk.push(*tip);
+        if let Ok(commit) = cache.find_object(*tip, None).and_then(|o| o.peel_to_commit()) {
+            queue(&mut newest, &commit);
+        }
     }
-    let behind: Vec<Oid> = walk.filter_map(Result::ok).take(HAVES_BEHIND_TIPS).collect();
-    Ok(tips.into_iter().chain(behind).collect::<BTreeSet<_>>().into_iter().collect())
+    let mut behind = 0;
+    while behind < HAVES_BEHIND_TIPS {
+        let Some((_, oid)) = newest.pop() else { break };
+        for parent in cache.find_commit(oid)?.parents() {
+            queue(&mut newest, &parent);
+        }
+        behind += usize::from(haves.insert(oid));
+    }
+    Ok(haves.into_iter().collect())
 }
 
 /// Makes the cache's refs `wanted`, once the download brought every object they name.
