@@ -4,6 +4,7 @@
 
 pub mod codecommit_git;
 pub mod faults;
+pub mod git_front_end;
 pub mod git_source;
 pub mod history;
 mod http_backend;

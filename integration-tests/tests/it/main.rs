@@ -8,6 +8,7 @@ mod git_credentials;
 mod logging;
 mod scp_faults;
 mod scp_push;
+mod scp_worst_day;
 mod secrets;
 mod self_contained;
 mod source_control;

@@ -24,7 +24,7 @@ use crate::support::{
 
 /// One SQS FIFO record asking to mirror `repository`, in message group `group`, sent
 /// `age` ago.
-fn record(id: &str, repository: &str, group: &str, age: Duration) -> SqsMessage {
+pub(crate) fn record(id: &str, repository: &str, group: &str, age: Duration) -> SqsMessage {
     let mut message = SqsMessage::default();
     message.message_id = Some(id.to_owned());
     message.body = Some(format!(r#"{{"repository":"{repository}","delivery":"{id}"}}"#));
@@ -35,13 +35,15 @@ fn record(id: &str, repository: &str, group: &str, age: Duration) -> SqsMessage 
     message
 }
 
-fn event(records: Vec<SqsMessage>) -> SqsEvent {
+pub(crate) fn event(records: Vec<SqsMessage>) -> SqsEvent {
     let mut event = SqsEvent::default();
     event.records = records;
     event
 }
 
-fn failed_ids(response: &aws_lambda_events::event::sqs::SqsBatchResponse) -> Vec<String> {
+pub(crate) fn failed_ids(
+    response: &aws_lambda_events::event::sqs::SqsBatchResponse,
+) -> Vec<String> {
     response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect()
 }
 

@@ -15,10 +15,16 @@ use crate::support::{
 
 /// `pillar scp mirror ... --json`, insisting on success.
 fn mirror(source: &str, repository: &str, work_dir: &Path) -> Value {
+    mirror_with(source, repository, work_dir, &[])
+}
+
+/// `pillar scp mirror ... --json` with `extra` arguments, insisting on success.
+fn mirror_with(source: &str, repository: &str, work_dir: &Path, extra: &[&str]) -> Value {
     let target = format!("codecommit://{repository}");
     let stdout = ok(pillar()
         .args(["scp", "mirror", "--json", "--source", source, "--target", &target, "--work-dir"])
-        .arg(work_dir));
+        .arg(work_dir)
+        .args(extra));
     serde_json::from_str(&stdout).expect("JSON report")
 }
 
@@ -161,12 +167,15 @@ fn five_thousand_branches_take_more_than_one_push() {
     assert_eq!(names(&report, "created").len(), 5_001);
     assert_mirrored(&source, &server.url("many"), &repository);
 
-    // Delete them all again: 5,000 deletions, also in batches.
+    // Delete them all again: 5,000 deletions (a mass deletion, so confirmed), also in
+    // batches, each deleted tip kept first (5,000 kept refs: batches too).
     let deletions =
         source.git(&["for-each-ref", "--format=delete %(refname)", "refs/heads/branch-*"]);
     source.update_refs(&deletions);
-    let report = mirror(&server.url("many"), &repository, work.path());
+    let confirmed = ["--allow-mass-deletion"];
+    let report = mirror_with(&server.url("many"), &repository, work.path(), &confirmed);
     assert_eq!(names(&report, "deleted").len(), 5_000);
+    assert_eq!(report["kept"].as_array().expect("kept").len(), 5_000);
     assert_mirrored(&source, &server.url("many"), &repository);
 }
 

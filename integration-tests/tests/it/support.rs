@@ -173,6 +173,18 @@ impl SourceServer {
     pub fn url(&self, name: &str) -> String {
         format!("{}/{name}.git", self.base_url)
     }
+
+    /// `http://host:port` of the server.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Serves a new, empty repository under `name` in place of the one there: a source
+    /// recreated at the same URL.
+    pub fn recreate_empty(&self, name: &str) -> WorkTree {
+        std::fs::remove_file(self.root.path().join(format!("{name}.git"))).expect("unserve");
+        self.repository(name)
+    }
 }
 
 /// A working tree whose `.git` is served as a source.

@@ -12,7 +12,8 @@ use pillar_config::Manifest;
 use source_control::codecommit::CodeCommit;
 use source_control::mirror::{GitMirror, MirrorJob, MirrorReport, TransferProgress};
 use source_control::queue::sqs_event;
-use source_control::service::{Mirrorer, SyncError, mirror_to_codecommit};
+use source_control::safeguards::Safeguards;
+use source_control::service::{Mirrorer, finished, mirror_to_codecommit};
 use source_control::transport::Endpoint;
 use source_control::workdir::WorkDir;
 
@@ -25,6 +26,10 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Make the deletions even when they are more than the share a run may delete, or
+        /// all of them (an operator confirming that the source really lost them).
+        #[arg(long)]
+        allow_mass_deletion: bool,
     },
     /// Exit 0 when TARGET's branches and tags equal SOURCE's, 1 listing those that differ.
     Verify {
@@ -36,6 +41,27 @@ pub enum Command {
     Sync {
         #[command(flatten)]
         run: ManifestRun,
+        /// Make mass deletions too (see `pillar scp mirror --allow-mass-deletion`).
+        #[arg(long)]
+        allow_mass_deletion: bool,
+    },
+    /// List the old tips the mirror kept in TARGET (under refs/pillars/kept/) before moving
+    /// a ref back or deleting it.
+    Kept {
+        /// https or file URL, a path, or codecommit://<repository>.
+        #[arg(long)]
+        target: String,
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a kept tip back under its original name in TARGET (what the name points at now
+    /// is kept first). REF is a kept ref, or an original name for its newest kept tip.
+    Restore {
+        #[arg(long)]
+        target: String,
+        #[arg(value_name = "REF")]
+        which: String,
     },
     /// Consume the mirror queue as the scp-mirror Lambda does, until it is empty: the
     /// webhook's other half when running without Lambda.
@@ -97,15 +123,21 @@ fn default_work_dir() -> PathBuf {
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Mirror { ends, json } => crate::runtime()?.block_on(mirror(ends, json)),
+        Command::Mirror { ends, json, allow_mass_deletion } => {
+            crate::runtime()?.block_on(mirror(ends, json, allow_mass_deletion))
+        }
         Command::Verify { ends } => crate::runtime()?.block_on(verify(ends)),
-        Command::Sync { run } => crate::runtime()?.block_on(sync(run)),
+        Command::Sync { run, allow_mass_deletion } => {
+            crate::runtime()?.block_on(sync(run, allow_mass_deletion))
+        }
+        Command::Kept { target, json } => crate::runtime()?.block_on(kept(&target, json)),
+        Command::Restore { target, which } => crate::runtime()?.block_on(restore(&target, &which)),
         Command::Drain { run, queue_url } => crate::runtime()?.block_on(drain(run, &queue_url)),
     }
 }
 
 /// Into CodeCommit, the default branch follows the source's, as the Lambda does it.
-async fn mirror(ends: Ends, json: bool) -> anyhow::Result<ExitCode> {
+async fn mirror(ends: Ends, json: bool, allow_mass_deletion: bool) -> anyhow::Result<ExitCode> {
     let mut git = GitMirror::new();
     let mut bars = None;
     if crate::progress::wanted(json) {
@@ -113,7 +145,8 @@ async fn mirror(ends: Ends, json: bool) -> anyhow::Result<ExitCode> {
         bars = Some(crate::progress::MirrorBars::show(Arc::clone(&progress)));
         git = git.with_progress(progress);
     }
-    let job = ends.job().await?;
+    let mut job = ends.job().await?;
+    job.safeguards.allow_mass_deletion = allow_mass_deletion;
     let work = ends.work.work_dir();
     let outcome = match codecommit_name(&ends.target) {
         Some(repository) => {
@@ -124,12 +157,7 @@ async fn mirror(ends: Ends, json: bool) -> anyhow::Result<ExitCode> {
         }
         None => {
             let report = git.run(&job, &work, None).await?;
-            if report.refused.is_empty() {
-                Ok(report)
-            } else {
-                let repository = ends.target.clone();
-                Err(SyncError::Refused { repository, report: Box::new(report) })
-            }
+            finished(&ends.target, report, job.safeguards)
         }
     };
     drop(bars);
@@ -138,16 +166,42 @@ async fn mirror(ends: Ends, json: bool) -> anyhow::Result<ExitCode> {
             print_report(&report, json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Err(SyncError::Refused { repository, report }) => {
-            print_report(&report, json)?;
-            anyhow::bail!(
-                "{repository} refused {} ref(s): {}",
-                report.refused.len(),
-                report.refusals()
-            )
+        Err(error) => {
+            if let Some(report) = error.report() {
+                print_report(report, json)?;
+            }
+            Err(error.into())
         }
-        Err(error) => Err(error.into()),
     }
+}
+
+async fn kept(target: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let kept = GitMirror::new().kept(&endpoint(target).await?).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&kept)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for tip in &kept {
+        println!("{}  {}  {}  {}", tip.kept_on, tip.oid, tip.original, tip.name);
+    }
+    println!("{} kept tips", kept.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn restore(target: &str, which: &str) -> anyhow::Result<ExitCode> {
+    let (kept, report) = GitMirror::new().restore(&endpoint(target).await?, which).await?;
+    if report.unchanged == 1 {
+        println!("{} already points at {}", kept.original, kept.oid);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(refusal) = report.refused.first() {
+        anyhow::bail!("{target} refused to restore {}: {}", refusal.name, refusal.reason);
+    }
+    for tip in &report.kept {
+        println!("kept     {} at {} (was {})", tip.name, tip.oid, tip.original);
+    }
+    println!("restored {} at {} from {}", kept.original, kept.oid, kept.name);
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn verify(ends: Ends) -> anyhow::Result<ExitCode> {
@@ -222,8 +276,11 @@ async fn drain(run: ManifestRun, queue_url: &str) -> anyhow::Result<ExitCode> {
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-async fn sync(run: ManifestRun) -> anyhow::Result<ExitCode> {
-    let (mirrorer, _) = run.mirrorer().await?;
+async fn sync(run: ManifestRun, allow_mass_deletion: bool) -> anyhow::Result<ExitCode> {
+    let (mut mirrorer, _) = run.mirrorer().await?;
+    if allow_mass_deletion {
+        mirrorer = mirrorer.allowing_mass_deletion();
+    }
     let mut failed = 0;
     for name in mirrorer.repository_names() {
         match mirrorer.mirror_repository(&name, None).await {
@@ -252,7 +309,8 @@ impl Ends {
     async fn job(&self) -> anyhow::Result<MirrorJob> {
         let source = endpoint(&self.source).await?;
         let target = endpoint(&self.target).await?;
-        Ok(MirrorJob { name: cache_name(&source, &target), source, target })
+        let name = cache_name(&source, &target);
+        Ok(MirrorJob { name, source, target, safeguards: Safeguards::default() })
     }
 }
 
@@ -302,12 +360,20 @@ fn print_report(report: &MirrorReport, json: bool) -> anyhow::Result<()> {
     for refusal in &report.refused {
         println!("REFUSED  {} ({})", refusal.name, refusal.reason);
     }
+    for name in &report.held {
+        println!("HELD     {name} (deletion held: see the error)");
+    }
+    for kept in &report.kept {
+        println!("kept     {} at {}", kept.name, kept.oid);
+    }
     println!(
-        "{} created, {} updated, {} deleted, {} refused, {} unchanged",
+        "{} created, {} updated, {} deleted, {} refused, {} deletions held, {} old tips kept, {} unchanged",
         report.created.len(),
         report.updated.len(),
         report.deleted.len(),
         report.refused.len(),
+        report.held.len(),
+        report.kept.len(),
         report.unchanged
     );
     Ok(())

@@ -8,6 +8,7 @@ pub mod pack;
 pub mod protocol;
 pub mod queue;
 pub mod refs;
+pub mod safeguards;
 pub mod service;
 pub mod settings;
 pub mod smart_http;

@@ -21,6 +21,7 @@ use crate::local;
 use crate::pack::{self, PackPlan};
 use crate::protocol::{Advertisement, Command, PackDemux, Report, encode_commands, encode_fetch};
 use crate::refs::{MAX_REFS_PER_PUSH, RefChange, RefMap, RefName, RefPlan, mirrored};
+use crate::safeguards::{KeptRef, Safeguards, kept_refs};
 use crate::smart_http::SmartHttp;
 use crate::transport::{Endpoint, Location, configure_libgit2};
 use crate::workdir::{LockError, WorkDir};
@@ -33,6 +34,12 @@ pub struct MirrorReport {
     pub deleted: Vec<RefName>,
     /// Changes the target refused, with its reasons; everything else went through.
     pub refused: Vec<Refusal>,
+    /// Deletions not made: together they were a mass deletion (see [`Safeguards`]).
+    pub held: Vec<RefName>,
+    /// Old tips this run kept before moving a ref back or deleting it.
+    pub kept: Vec<KeptRef>,
+    /// Kept tips older than their time, removed.
+    pub expired: usize,
     pub unchanged: usize,
     /// The branch the source's HEAD names, if it has one.
     pub source_head: Option<RefName>,
@@ -79,6 +86,17 @@ impl MirrorReport {
         self.refused.push(Refusal { name: change.name.clone(), reason: reason.into() });
     }
 
+    /// The held deletions for a message: the first few, and how many more.
+    pub fn held_names(&self) -> String {
+        const SHOWN: usize = 5;
+        let mut shown: Vec<String> =
+            self.held.iter().take(SHOWN).map(ToString::to_string).collect();
+        if self.held.len() > SHOWN {
+            shown.push(format!("and {} more", self.held.len() - SHOWN));
+        }
+        shown.join(", ")
+    }
+
     /// `a (why), b (why)`: the refused refs for a message.
     pub fn refusals(&self) -> String {
         let shown: Vec<String> =
@@ -112,6 +130,8 @@ pub enum MirrorError {
     Push { url: String, error: String },
     #[error("stopped at the deadline while {phase}; the next run carries on from the cache")]
     Deadline { phase: &'static str },
+    #[error("{url} keeps no old tip named `{name}`; `pillar scp kept --target {url}` lists them")]
+    NotKept { url: String, name: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +176,7 @@ pub struct MirrorJob {
     pub name: String,
     pub source: Endpoint,
     pub target: Endpoint,
+    pub safeguards: Safeguards,
 }
 
 /// How far the target is behind the source, from their ref listings alone.
@@ -234,20 +255,41 @@ impl GitMirror {
         if let Some(head) = &source.head {
             plan.push_first(head);
         }
+        let held = job.safeguards.hold_mass_deletion(&mut plan, target_refs.len());
+        if !held.is_empty() {
+            tracing::warn!(
+                repository = job.name,
+                held = held.len(),
+                target = target_refs.len(),
+                "mass deletion held: none of these deletions is made"
+            );
+        }
         let mut report = MirrorReport {
             unchanged: plan.unchanged,
             source_head: source.head,
             fetched: fetched.downloaded,
             bytes_from_source: fetched.bytes,
+            held: held.into_iter().map(|c| c.name).collect(),
             fetch_ms,
             ..MirrorReport::default()
         };
         let sent_before = progress.bytes_sent.load(Ordering::Relaxed);
         let to =
             Pushing { job, cache: &cache.path, target: &target, progress: &progress, deadline };
+        self.keep_old_tips(&to, &mut plan, &mut report).await?;
+        let today = time::OffsetDateTime::now_utc().date();
+        let expired: Vec<RefChange> = kept_refs(&target.refs)
+            .into_iter()
+            .filter(|kept| kept.expired(today, job.safeguards.kept_days))
+            .map(|kept| kept.removal())
+            .collect();
         let mut haves: Vec<Oid> = target.refs.iter().map(|(_, oid)| *oid).collect();
         for batch in plan.deletions.chunks(MAX_REFS_PER_PUSH) {
             self.push(&to, batch, &haves, &mut report).await?;
+        }
+        for batch in expired.chunks(MAX_REFS_PER_PUSH) {
+            let answer = self.push_once(&to, batch, Objects::None).await?;
+            report.expired += outcomes(&answer, batch).iter().filter(|o| o.is_none()).count();
         }
         // The target had all the cache had: the pack just fetched is all it lacks, so it
         // goes as it came with the first batch (no walk, no delta search); later batches
@@ -282,6 +324,71 @@ impl GitMirror {
             "mirror pass"
         );
         Ok(report)
+    }
+
+    /// The old tips kept in `target`, oldest first.
+    pub async fn kept(&self, target: &Endpoint) -> Result<Vec<KeptRef>, MirrorError> {
+        let listed = self.list(target, Side::Target, Service::Read, None).await?;
+        Ok(kept_refs(&listed.refs))
+    }
+
+    /// Puts a kept tip back under its original name in `target`: `which` is its kept name,
+    /// or an original name (then its newest kept tip). What that name points at now is kept
+    /// first, like any change a mirror makes. Returns the tip restored and what was done.
+    pub async fn restore(
+        &self,
+        target: &Endpoint,
+        which: &str,
+    ) -> Result<(KeptRef, MirrorReport), MirrorError> {
+        let listed = self.list(target, Side::Target, Service::Push, None).await?;
+        let kept = kept_refs(&listed.refs)
+            .into_iter()
+            .rfind(|k| k.name == which || k.original == which)
+            .ok_or_else(|| MirrorError::NotKept {
+                url: target.display_url(),
+                name: which.to_owned(),
+            })?;
+        let current = listed.refs.iter().find(|(name, _)| *name == kept.original).map(|(_, o)| *o);
+        let mut report = MirrorReport::default();
+        if current == Some(kept.oid) {
+            report.unchanged = 1;
+            return Ok((kept, report));
+        }
+        // Every object is in the target already: an empty cache builds the empty pack.
+        let scratch = tempfile::tempdir().map_err(|e| MirrorError::Cache {
+            path: std::env::temp_dir(),
+            message: e.to_string(),
+        })?;
+        let cache = scratch.path().join("restore.git");
+        Repository::init_bare(&cache).map_err(|e| cache_error(&cache, &e))?;
+        let job = MirrorJob {
+            name: "restore".to_owned(),
+            source: target.clone(),
+            target: target.clone(),
+            safeguards: Safeguards::default(),
+        };
+        let progress = Arc::new(TransferProgress::default());
+        let to = Pushing {
+            job: &job,
+            cache: &cache,
+            target: &listed,
+            progress: &progress,
+            deadline: None,
+        };
+        let change = RefChange { name: kept.original.clone(), old: current, new: Some(kept.oid) };
+        let mut plan = RefPlan { upserts: vec![change], ..RefPlan::default() };
+        self.keep_old_tips(&to, &mut plan, &mut report).await?;
+        if !plan.upserts.is_empty() {
+            let answer =
+                self.push_once(&to, &plan.upserts, Objects::Build(PackPlan::default())).await?;
+            for (change, outcome) in plan.upserts.iter().zip(outcomes(&answer, &plan.upserts)) {
+                match outcome {
+                    None => report.accept(change),
+                    Some(reason) => report.refuse(change, reason),
+                }
+            }
+        }
+        Ok((kept, report))
     }
 
     /// Compares the source's and the target's branches and tags without fetching objects
@@ -405,6 +512,53 @@ impl GitMirror {
         }
         drop(sender);
         indexed.await
+    }
+
+    /// Keeps, in the target, the old tip of every ref `plan` deletes or moves somewhere
+    /// other than forward, before anything moves. A change whose old tip could not be
+    /// kept is not made: it is reported refused, and the next run tries again.
+    async fn keep_old_tips(
+        &self,
+        to: &Pushing<'_>,
+        plan: &mut RefPlan,
+        report: &mut MirrorReport,
+    ) -> Result<(), MirrorError> {
+        let moved_back = {
+            let (cache, upserts) = (to.cache.to_owned(), plan.upserts.clone());
+            blocking(move || Ok(moved_back(&cache, &upserts))).await?
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let to_keep: Vec<KeptRef> = plan
+            .deletions
+            .iter()
+            .chain(plan.upserts.iter().filter(|c| moved_back.contains(&c.name)))
+            .filter_map(|change| KeptRef::of(change, now))
+            .collect();
+        let mut not_kept = HashSet::new();
+        for batch in to_keep.chunks(MAX_REFS_PER_PUSH) {
+            let creations: Vec<RefChange> = batch.iter().map(KeptRef::creation).collect();
+            let objects = Objects::Build(PackPlan::default());
+            let answer = self.push_once(to, &creations, objects).await?;
+            for (kept, outcome) in batch.iter().zip(outcomes(&answer, &creations)) {
+                match outcome {
+                    None => report.kept.push(kept.clone()),
+                    Some(reason) => {
+                        let change =
+                            RefChange { name: kept.original.clone(), old: None, new: None };
+                        report.refuse(
+                            &change,
+                            format!(
+                                "its old tip could not be kept, so it was left as it is: {reason}"
+                            ),
+                        );
+                        not_kept.insert(kept.original.clone());
+                    }
+                }
+            }
+        }
+        plan.deletions.retain(|c| !not_kept.contains(&c.name));
+        plan.upserts.retain(|c| !not_kept.contains(&c.name));
+        Ok(())
     }
 
     /// Pushes `batch` once with `objects`, recording what the target took; returns the
@@ -1022,4 +1176,31 @@ fn update_cache_refs(cache: &Repository, wanted: &RefMap) -> Result<(), git2::Er
         }
     }
     Ok(())
+}
+
+/// The names among `upserts` whose new value does not descend from their old one: a tag
+/// moved, a branch rewound or rewritten, or an old value the cache does not know.
+fn moved_back(cache_path: &Path, upserts: &[RefChange]) -> HashSet<RefName> {
+    let cache = Repository::open_bare(cache_path).ok();
+    let commit = |id: Oid| {
+        let cache = cache.as_ref()?;
+        cache.find_object(id, None).ok()?.peel_to_commit().ok().map(|c| c.id())
+    };
+    upserts
+        .iter()
+        .filter(|change| {
+            let (Some(old), Some(new)) = (change.old, change.new) else { return false };
+            if change.name.as_bytes().starts_with(b"refs/tags/") {
+                return true;
+            }
+            let forward = match (commit(old), commit(new), cache.as_ref()) {
+                (Some(old), Some(new), Some(cache)) => {
+                    old == new || cache.graph_descendant_of(new, old).unwrap_or(false)
+                }
+                _ => false,
+            };
+            !forward
+        })
+        .map(|change| change.name.clone())
+        .collect()
 }

@@ -92,10 +92,19 @@ impl Advertisement {
         }
         let mut advertisement = Self::default();
         let mut head_oid = None;
+        // Only a listing that ends with its flush-pkt is whole: one cut at the end of a ref
+        // line parses, but lacks refs, and the mirror would delete them from the target.
+        let mut whole = false;
         for pkt in lines {
             let line = match pkt? {
-                Pkt::Flush => continue,
-                Pkt::Data(line) => trim_newline(line),
+                Pkt::Flush => {
+                    whole = true;
+                    continue;
+                }
+                Pkt::Data(line) => {
+                    whole = false;
+                    trim_newline(line)
+                }
             };
             if line.starts_with(b"version ") {
                 continue;
@@ -125,6 +134,11 @@ impl Advertisement {
                 b"HEAD" => head_oid = Some(oid),
                 name => advertisement.refs.push((RefName::new(name), oid)),
             }
+        }
+        if !whole {
+            return Err(format!(
+                "the {service} ref listing ended before its flush-pkt: it was cut short, so nothing was changed; run again"
+            ));
         }
         advertisement.head = advertisement.symref_head().or_else(|| {
             let oid = head_oid?;
@@ -422,6 +436,23 @@ mod tests {
         ];
         let parsed = Advertisement::parse_http(&pkts(&lines), "git-upload-pack").expect("parses");
         assert_eq!(parsed.head, Some(RefName::from("refs/heads/main")));
+    }
+
+    #[test]
+    fn a_listing_without_its_final_flush_is_refused() {
+        // As git http-backend writes it, cut after the last ref line: every line parses.
+        let mut body = b"001e# service=git-upload-pack\n0000".to_vec();
+        body.extend_from_slice(
+            b"004b0101010101010101010101010101010101010101 refs/heads/main\0side-band-64k\n",
+        );
+        assert!(
+            Advertisement::parse_http(&[body.as_slice(), b"0000"].concat(), "git-upload-pack")
+                .is_ok()
+        );
+        let error = Advertisement::parse_http(&body, "git-upload-pack").unwrap_err();
+        assert!(error.contains("ended before its flush-pkt"), "{error}");
+        let service_only = b"001e# service=git-upload-pack\n".as_slice();
+        assert!(Advertisement::parse_http(service_only, "git-upload-pack").is_err());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use secrecy::SecretString;
 use crate::codecommit::{CodeCommit, CodeCommitError};
 use crate::mirror::{Drift, GitMirror, MirrorError, MirrorJob, MirrorReport};
 use crate::queue::{MirrorQueue, MirrorRequest, QueueError};
+use crate::safeguards::Safeguards;
 use crate::settings::MirrorSettings;
 use crate::transport::{Auth, Endpoint};
 use crate::workdir::WorkDir;
@@ -48,6 +49,13 @@ pub enum SyncError {
         report.refusals()
     )]
     Refused { repository: String, report: Box<MirrorReport> },
+    #[error(
+        "mirror of `{repository}`: {} deletion(s) held ({}): together they would delete more than {:.0} % of the mirror's branches and tags, or all of them, so none was made; everything else was mirrored. Check the source (recreated empty? cut short? a clean-up gone wrong?); if the deletions are meant, run `pillar scp mirror --allow-mass-deletion` once or set `allow_mass_deletion = true` for the repository",
+        report.held.len(),
+        report.held_names(),
+        share * 100.0
+    )]
+    DeletionsHeld { repository: String, report: Box<MirrorReport>, share: f64 },
 }
 
 /// What a reconcile run did.
@@ -89,6 +97,7 @@ pub struct Mirrorer {
     work: WorkDir,
     create_missing: bool,
     start_margin: Duration,
+    safeguards: Safeguards,
 }
 
 impl Mirrorer {
@@ -99,9 +108,15 @@ impl Mirrorer {
         work: WorkDir,
         create_missing: bool,
     ) -> Self {
+        let safeguards = Safeguards {
+            max_deletion_share: manifest.source_control.max_deletion_share,
+            allow_mass_deletion: false,
+            kept_days: manifest.source_control.kept_days,
+        };
         let repositories =
             manifest.repositories.into_iter().map(|r| (r.codecommit.clone(), r)).collect();
         Self {
+            safeguards,
             repositories: Arc::new(repositories),
             codecommit,
             secrets,
@@ -110,6 +125,12 @@ impl Mirrorer {
             create_missing,
             start_margin: START_MARGIN,
         }
+    }
+
+    /// Mass deletions go through for every repository (an operator confirmed them).
+    pub fn allowing_mass_deletion(mut self) -> Self {
+        self.safeguards.allow_mass_deletion = true;
+        self
     }
 
     /// No new mirror starts with less than `margin` left before a deadline.
@@ -178,10 +199,13 @@ impl Mirrorer {
                 })?
             }
         };
+        let mut safeguards = self.safeguards;
+        safeguards.allow_mass_deletion |= repository.allow_mass_deletion;
         Ok(MirrorJob {
             name: name.to_owned(),
             source: Endpoint { url: repository.source.clone(), auth },
             target: self.codecommit.endpoint(name).await?,
+            safeguards,
         })
     }
 
@@ -230,7 +254,13 @@ impl Mirrorer {
             }
             let metrics =
                 Metrics::new(METRICS_NAMESPACE).dimension("Repository", &request.repository);
-            match self.mirror_repository(&request.repository, deadline).await {
+            let result = self.mirror_repository(&request.repository, deadline).await;
+            let held = match &result {
+                Ok(report) => report.held.len(),
+                Err(error) => error.report().map_or(0, |r| r.held.len()),
+            };
+            let metrics = metrics.value("DeletionsHeld", held as f64, Unit::Count);
+            match result {
                 Ok(report) => {
                     tracing::info!(
                         repository = request.repository,
@@ -238,6 +268,7 @@ impl Mirrorer {
                         created = report.created.len(),
                         updated = report.updated.len(),
                         deleted = report.deleted.len(),
+                        kept = report.kept.len(),
                         unchanged = report.unchanged,
                         "mirrored"
                     );
@@ -246,6 +277,12 @@ impl Mirrorer {
                         Some(lag) => metrics.value("MirrorLagSeconds", lag, Unit::Seconds),
                         None => metrics,
                     });
+                }
+                Err(error @ SyncError::DeletionsHeld { .. }) => {
+                    // Everything else went through, and a retry would hold the same
+                    // deletions: the alarm on DeletionsHeld calls an operator instead.
+                    tracing::error!(%error, message_id = id, "mass deletion held");
+                    outcome.metrics.push(metrics.value("MirrorFailed", 0.0, Unit::Count));
                 }
                 Err(error) => {
                     tracing::error!(%error, message_id = id, "mirror failed");
@@ -361,12 +398,38 @@ pub async fn mirror_to_codecommit(
         report.updated.extend(again.updated);
         report.deleted.extend(again.deleted);
         report.refused = again.refused;
+        report.held = again.held;
+        report.kept.extend(again.kept);
+        report.expired += again.expired;
         report.fetched |= again.fetched;
     }
-    if report.refused.is_empty() {
-        Ok(report)
+    finished(repository, report, job.safeguards)
+}
+
+/// A run's report as its outcome: refused refs first, then held deletions, make it an error.
+pub fn finished(
+    repository: &str,
+    report: MirrorReport,
+    safeguards: Safeguards,
+) -> Result<MirrorReport, SyncError> {
+    let repository = repository.to_owned();
+    if !report.refused.is_empty() {
+        Err(SyncError::Refused { repository, report: Box::new(report) })
+    } else if !report.held.is_empty() {
+        let share = safeguards.max_deletion_share;
+        Err(SyncError::DeletionsHeld { repository, report: Box::new(report), share })
     } else {
-        Err(SyncError::Refused { repository: repository.to_owned(), report: Box::new(report) })
+        Ok(report)
+    }
+}
+
+impl SyncError {
+    /// The run's report, when the run got as far as one.
+    pub fn report(&self) -> Option<&MirrorReport> {
+        match self {
+            Self::Refused { report, .. } | Self::DeletionsHeld { report, .. } => Some(report),
+            _ => None,
+        }
     }
 }
 

@@ -40,6 +40,13 @@ pub struct SourceControl {
     pub reconcile_period_minutes: u32,
     /// Tries of a mirror request before it goes to the dead-letter queue.
     pub max_receive_count: u32,
+    /// A run that would delete more than this share of the target's branches and tags (or
+    /// all of them) deletes none and says so, as rsync's `--max-delete`: an empty or cut
+    /// short source must not empty the mirror.
+    pub max_deletion_share: f64,
+    /// Days the old tip of a ref the mirror moved back or deleted stays in the target under
+    /// `refs/pillars/kept/`.
+    pub kept_days: u32,
 }
 
 impl Default for SourceControl {
@@ -50,6 +57,8 @@ impl Default for SourceControl {
             mirror_concurrency: 2,
             reconcile_period_minutes: 15,
             max_receive_count: 5,
+            max_deletion_share: 0.5,
+            kept_days: 30,
         }
     }
 }
@@ -81,6 +90,10 @@ pub struct Repository {
     pub bitbucket: String,
     /// Secrets Manager secret holding `username:password` for the source, if it needs one.
     pub credentials_secret: Option<String>,
+    /// Deletions past `max_deletion_share` go through for this repository (a team that
+    /// prunes many branches at once); what they remove is still kept for `kept_days`.
+    #[serde(default)]
+    pub allow_mass_deletion: bool,
 }
 
 /// A container image repository mirrored into ECR.

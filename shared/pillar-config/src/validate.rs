@@ -278,6 +278,7 @@ fn runtime(manifest: &Manifest, p: &mut Problems) {
         1..=1000,
         "the tries before the dead-letter queue",
     );
+    within("source_control.kept_days", scp.kept_days, 1..=3650, "the days old tips are kept");
     let docker = &manifest.docker_mirror;
     within(
         "docker_mirror.schedule_minutes",
@@ -286,4 +287,13 @@ fn runtime(manifest: &Manifest, p: &mut Problems) {
         "the mirror's period (minutes)",
     );
     within("docker_mirror.memory_mib", docker.memory_mib, 128..=10_240, "Lambda's memory (MiB)");
+    if !(scp.max_deletion_share > 0.0 && scp.max_deletion_share <= 1.0) {
+        p.add(
+            "source_control.max_deletion_share",
+            format!(
+                "{} is out of range: the share of branches and tags one run may delete is above 0 and at most 1",
+                scp.max_deletion_share
+            ),
+        );
+    }
 }

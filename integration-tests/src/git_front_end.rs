@@ -1,0 +1,185 @@
+//! A scriptable HTTP front end for git servers, as load balancers and proxies in front of
+//! Bitbucket or CodeCommit behave on a bad day: it forwards every request to an upstream
+//! git server (streaming both ways, the `Host` header kept so signed passwords still
+//! match) and, as a test scripts it, cuts a ref listing short, answers an error once,
+//! redirects the listing, adds parameters to the content type, or buffers a request body
+//! whole at a throttled rate before the upstream sees any of it. It logs what it was asked.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{StreamExt, TryStreamExt};
+
+/// What the front end does to the requests it forwards.
+#[derive(Debug, Default, Clone)]
+pub struct Script {
+    /// Ref listings (`info/refs`) lose the flush-pkt that ends them.
+    pub cut_listings: bool,
+    /// The next requests are answered with these statuses (and `Retry-After` seconds), one
+    /// each, without reaching the upstream.
+    pub fail_next: VecDeque<(u16, Option<u64>)>,
+    /// `; charset=utf-8` is added to every content type.
+    pub charset: bool,
+    /// Ref listings are redirected (301) to this base URL, the rest of the path kept.
+    pub redirect_listings_to: Option<String>,
+    /// Request bodies are read whole, this many bytes per 100 ms, before the upstream gets
+    /// them (a buffering front end on a slow link).
+    pub buffer_upload_bytes_per_tick: Option<usize>,
+}
+
+/// One request as the front end saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// `METHOD path?query`
+    pub request: String,
+    /// How many `Authorization` headers it carried.
+    pub authorizations: usize,
+}
+
+#[derive(Debug)]
+struct FrontEnd {
+    upstream: String,
+    client: reqwest::Client,
+    script: Mutex<Script>,
+    seen: Mutex<Vec<Seen>>,
+}
+
+/// A front end on its own loopback port and runtime.
+#[derive(Debug)]
+pub struct GitFrontEnd {
+    pub address: SocketAddr,
+    front: Arc<FrontEnd>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl GitFrontEnd {
+    /// In front of `upstream` (`http://host:port`).
+    pub fn start(upstream: &str, script: Script) -> Self {
+        let (runtime, listener) = crate::background_listener();
+        let address = listener.local_addr().expect("address");
+        let front = Arc::new(FrontEnd {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            script: Mutex::new(script),
+            seen: Mutex::new(Vec::new()),
+        });
+        let app = axum::Router::new().fallback(handle).with_state(Arc::clone(&front));
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Self { address, front, _runtime: runtime }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Changes what the front end does from now on.
+    pub fn script(&self, change: impl FnOnce(&mut Script)) {
+        change(&mut self.front.script.lock().expect("script"));
+    }
+
+    /// The requests seen since the last call.
+    pub fn take_seen(&self) -> Vec<Seen> {
+        std::mem::take(&mut *self.front.seen.lock().expect("log"))
+    }
+}
+
+async fn handle(State(front): State<Arc<FrontEnd>>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    let authorizations = request.headers().get_all(header::AUTHORIZATION).iter().count();
+    let asked = format!("{} {path}{query}", request.method());
+    front.seen.lock().expect("log").push(Seen { request: asked, authorizations });
+    let script = front.script.lock().expect("script").clone();
+    let listing = path.ends_with("/info/refs");
+    if let Some((status, retry_after)) = front.script.lock().expect("script").fail_next.pop_front()
+    {
+        let status = StatusCode::from_u16(status).expect("a status code");
+        let mut answer = (status, "the front end is not ready\n").into_response();
+        if let Some(seconds) = retry_after {
+            answer.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        return answer;
+    }
+    if let (true, Some(base)) = (listing, &script.redirect_listings_to) {
+        let location = format!("{}{path}{query}", base.trim_end_matches('/'));
+        let mut answer = StatusCode::MOVED_PERMANENTLY.into_response();
+        answer.headers_mut().insert(header::LOCATION, location.parse().expect("a location"));
+        return answer;
+    }
+    match forward(&front, &script, request, &format!("{path}{query}")).await {
+        Ok(mut response) => {
+            if script.charset {
+                let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+                if let Some(value) = content_type.and_then(|v| v.to_str().ok().map(str::to_owned)) {
+                    let with = format!("{value}; charset=utf-8");
+                    response.headers_mut().insert(header::CONTENT_TYPE, with.parse().expect("ok"));
+                }
+            }
+            if listing && script.cut_listings {
+                return cut_last_flush(response).await;
+            }
+            response
+        }
+        Err(error) => (StatusCode::BAD_GATEWAY, format!("{error}\n")).into_response(),
+    }
+}
+
+/// The listing without the flush-pkt at its end, as a connection cut right there leaves it.
+async fn cut_last_flush(response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let cut = bytes.strip_suffix(b"0000").unwrap_or(&bytes).to_vec();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    Response::from_parts(parts, Body::from(cut))
+}
+
+async fn forward(
+    front: &FrontEnd,
+    script: &Script,
+    request: Request,
+    path_and_query: &str,
+) -> Result<Response, reqwest::Error> {
+    let (parts, body) = request.into_parts();
+    let url = format!("{}{path_and_query}", front.upstream);
+    let body = match script.buffer_upload_bytes_per_tick {
+        None => reqwest::Body::wrap_stream(body.into_data_stream()),
+        Some(per_tick) => {
+            // Read it all first, slowly; the upstream sees nothing until then.
+            let mut whole = Vec::new();
+            let mut stream = body.into_data_stream();
+            let mut budget = 0;
+            while let Some(chunk) = stream.next().await {
+                let Ok(chunk) = chunk else { break };
+                whole.extend_from_slice(&chunk);
+                budget += chunk.len();
+                while budget >= per_tick {
+                    budget -= per_tick;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            reqwest::Body::from(whole)
+        }
+    };
+    let mut headers = parts.headers.clone();
+    if script.buffer_upload_bytes_per_tick.is_some() {
+        headers.remove(header::TRANSFER_ENCODING);
+    }
+    let upstream =
+        front.client.request(parts.method, url).headers(headers).body(body).send().await?;
+    let mut response = Response::builder().status(upstream.status());
+    for (name, value) in upstream.headers() {
+        response = response.header(name, value);
+    }
+    let body = Body::from_stream(upstream.bytes_stream().map_err(std::io::Error::other));
+    Ok(response.body(body).expect("a response from an upstream one"))
+}
