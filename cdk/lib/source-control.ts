@@ -95,8 +95,10 @@ export class SourceControlPillar extends Construct {
       memoryMib: settings.mirror_memory_mib,
       ephemeralStorageMib: settings.mirror_ephemeral_storage_mib,
       reservedConcurrency: settings.mirror_concurrency,
-      // The stack creates the repositories, and the mirror may not.
-      environment: { CREATE_REPOSITORIES: 'false' },
+      // The stack creates the repositories, and the mirror may not. The queue's URL lets a
+      // failed request come back soon (ChangeMessageVisibility, which the event source's
+      // consume grant includes), not after the queue's visibility timeout.
+      environment: { CREATE_REPOSITORIES: 'false', MIRROR_QUEUE_URL: this.queue.queueUrl },
     });
     mirror.function.addEventSource(new SqsEventSource(this.queue, { batchSize: 10, reportBatchItemFailures: true }));
 

@@ -26,7 +26,7 @@ pub fn advertisement(path: &Path) -> Result<Advertisement, git2::Error> {
         .find_reference("HEAD")
         .ok()
         .and_then(|head| head.symbolic_target_bytes().map(RefName::new));
-    Ok(Advertisement { refs, head, capabilities: Vec::new() })
+    Ok(Advertisement { refs, head, ..Advertisement::default() })
 }
 
 /// Applies `commands` to the repository at `target`, after indexing `objects` into it.

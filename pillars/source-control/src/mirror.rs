@@ -120,6 +120,10 @@ pub enum MirrorError {
     CredentialsRefused { side: Side, url: String, hint: &'static str },
     #[error("cannot reach {side} {url}: {error}")]
     Unreachable { side: Side, url: String, error: String },
+    #[error("{side} {url}: the connection closed before an answer: {error}")]
+    Interrupted { side: Side, url: String, error: String },
+    #[error("{side} {url} answered HTTP {status}: {message}")]
+    Http { side: Side, url: String, status: u16, message: String, retry_after: Option<u64> },
     #[error("{side} {url}: no repository there; check the URL and that the repository exists")]
     NotFound { side: Side, url: String },
     #[error("{side} {url}: {message}")]
@@ -179,6 +183,20 @@ pub struct MirrorJob {
     pub safeguards: Safeguards,
 }
 
+impl MirrorJob {
+    /// The job with each end where its listing was redirected, if one was.
+    fn following(&self, source: &Advertisement, target: &Advertisement) -> Option<Self> {
+        if source.redirected.is_none() && target.redirected.is_none() {
+            return None;
+        }
+        Some(Self {
+            source: source.redirected.clone().unwrap_or_else(|| self.source.clone()),
+            target: target.redirected.clone().unwrap_or_else(|| self.target.clone()),
+            ..self.clone()
+        })
+    }
+}
+
 /// How far the target is behind the source, from their ref listings alone.
 pub type Drift = RefPlan;
 
@@ -205,8 +223,36 @@ impl GitMirror {
 
     /// Mirrors `job.source` into `job.target` through the cache `work/<name>.git`, held
     /// locked for the duration. With a `deadline`, stops before it (the cache keeps what
-    /// was fetched; what was pushed stays pushed).
+    /// was fetched; what was pushed stays pushed). A push that failed on the way (the
+    /// connection closed before the target answered, a 429 or 5xx) is tried again from new
+    /// listings, so nothing is pushed twice and nothing is assumed; the cache makes the
+    /// second pass cheap.
     pub async fn run(
+        &self,
+        job: &MirrorJob,
+        work: &WorkDir,
+        deadline: Option<Instant>,
+    ) -> Result<MirrorReport, MirrorError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let error = match self.run_once(job, work, deadline).await {
+                Err(
+                    error @ (MirrorError::Interrupted { side: Side::Target, .. }
+                    | MirrorError::Http { side: Side::Target, .. }),
+                ) => error,
+                other => return other,
+            };
+            let wait = crate::smart_http::retry_delay(&error, attempt)
+                .filter(|_| attempt < PASSES)
+                .filter(|wait| deadline.is_none_or(|d| Instant::now() + *wait < d));
+            let Some(wait) = wait else { return Err(error) };
+            tracing::warn!(repository = job.name, %error, attempt, "push failed on the way; mirroring again");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn run_once(
         &self,
         job: &MirrorJob,
         work: &WorkDir,
@@ -223,6 +269,9 @@ impl GitMirror {
             self.list(&job.source, Side::Source, Service::Read, deadline),
             self.list(&job.target, Side::Target, Service::Push, deadline),
         )?;
+        // Redirected listings: the rest of the run goes where they led.
+        let followed = job.following(&source, &target);
+        let job = followed.as_ref().unwrap_or(job);
         let source_refs = mirrored(source.refs);
         let target_refs = mirrored(target.refs.clone());
         tracing::debug!(
@@ -288,8 +337,17 @@ impl GitMirror {
             self.push(&to, batch, &haves, &mut report).await?;
         }
         for batch in expired.chunks(MAX_REFS_PER_PUSH) {
-            let answer = self.push_once(&to, batch, Objects::None).await?;
-            report.expired += outcomes(&answer, batch).iter().filter(|o| o.is_none()).count();
+            match self.push_once(&to, batch, Objects::None).await {
+                Ok(answer) => {
+                    report.expired +=
+                        outcomes(&answer, batch).iter().filter(|o| o.is_none()).count();
+                }
+                // Removed by a later run: nothing is lost by keeping them longer.
+                Err(error) if batch_refusal(&error).is_some() => {
+                    tracing::warn!(repository = job.name, %error, "expired kept tips not removed");
+                }
+                Err(error) => return Err(error),
+            }
         }
         // The target had all the cache had: the pack just fetched is all it lacks, so it
         // goes as it came with the first batch (no walk, no delta search); later batches
@@ -538,7 +596,13 @@ impl GitMirror {
         for batch in to_keep.chunks(MAX_REFS_PER_PUSH) {
             let creations: Vec<RefChange> = batch.iter().map(KeptRef::creation).collect();
             let objects = Objects::Build(PackPlan::default());
-            let answer = self.push_once(to, &creations, objects).await?;
+            let answer = match self.push_once(to, &creations, objects).await {
+                Ok(answer) => answer,
+                Err(error) => match batch_refusal(&error) {
+                    Some(reason) => Report { unpack: Err(reason), ..Report::default() },
+                    None => return Err(error),
+                },
+            };
             for (kept, outcome) in batch.iter().zip(outcomes(&answer, &creations)) {
                 match outcome {
                     None => report.kept.push(kept.clone()),
@@ -571,7 +635,13 @@ impl GitMirror {
         haves: &mut Vec<Oid>,
         report: &mut MirrorReport,
     ) -> Result<Vec<RefChange>, MirrorError> {
-        let answer = self.push_once(to, batch, objects).await?;
+        let answer = match self.push_once(to, batch, objects).await {
+            Ok(answer) => answer,
+            Err(error) => match batch_refusal(&error) {
+                Some(reason) => Report { unpack: Err(reason), ..Report::default() },
+                None => return Err(error),
+            },
+        };
         let mut refused = Vec::new();
         for (change, outcome) in batch.iter().zip(outcomes(&answer, batch)) {
             match outcome {
@@ -611,9 +681,15 @@ impl GitMirror {
                 let wants = changes.iter().filter_map(|c| c.new).collect();
                 Objects::Build(PackPlan { wants, haves: haves.to_vec() })
             };
-            let answer = self.push_once(to, changes, objects).await?;
+            let answer = match self.push_once(to, changes, objects).await {
+                Ok(answer) => answer,
+                Err(error) => match batch_refusal(&error) {
+                    Some(reason) => Report { unpack: Err(reason), ..Report::default() },
+                    None => return Err(error),
+                },
+            };
             match answer.unpack {
-                Err(reason) if changes.len() > 1 => {
+                Err(reason) if changes.len() > 1 && !too_large(&reason) => {
                     tracing::warn!(
                         repository = to.job.name,
                         refs = changes.len(),
@@ -623,8 +699,10 @@ impl GitMirror {
                     let (first, second) = changes.split_at(changes.len() / 2);
                     pending.extend([second, first]);
                 }
-                Err(reason) => {
-                    report.refuse(&changes[0], format!("the target could not store it: {reason}"));
+                Err(_) => {
+                    for (change, reason) in changes.iter().zip(outcomes(&answer, changes)) {
+                        report.refuse(change, reason.unwrap_or_default());
+                    }
                 }
                 Ok(()) => {
                     for (change, outcome) in changes.iter().zip(outcomes(&answer, changes)) {
@@ -649,7 +727,7 @@ impl GitMirror {
         changes: &[RefChange],
         objects: Objects,
     ) -> Result<Report, MirrorError> {
-        let Pushing { job, cache, target, progress, deadline } = *to;
+        let Pushing { job, cache, target, deadline, .. } = *to;
         let commands: Vec<Command> = changes
             .iter()
             .map(|c| Command {
@@ -676,58 +754,103 @@ impl GitMirror {
                 before(deadline, "pushing", received).await
             }
             Location::Http => {
-                if commands.iter().any(Command::is_delete) && !target.supports("delete-refs") {
-                    let reason = "the target does not accept deletions (no delete-refs)";
-                    let refs = changes.iter().map(|c| (c.name.clone(), Some(reason.into())));
-                    return Ok(Report { refs: refs.collect(), ..Report::default() });
+                let report_status = target.supports("report-status");
+                let mut answer = self.push_http(to, changes, &commands, objects).await?;
+                if !report_status {
+                    answer.refs = self.outcomes_from_listing(job, changes, deadline).await?;
                 }
-                let sideband = target.supports("side-band-64k");
-                let mut capabilities = vec!["report-status", AGENT];
-                capabilities.extend(
-                    ["side-band-64k", "delete-refs", "ofs-delta"]
-                        .into_iter()
-                        .filter(|c| target.supports(c)),
-                );
-                let head = Bytes::from(encode_commands(&commands, &capabilities));
-                let commands = futures_util::stream::once(async move { Ok(head) });
-                let plan = match objects {
-                    Objects::None => {
-                        let sent = self.http.receive_pack(&job.target, commands, sideband);
-                        return before(deadline, "pushing", sent).await;
-                    }
-                    Objects::Forward(pack) => {
-                        let file =
-                            tokio::fs::File::open(&pack).await.map_err(|e| MirrorError::Cache {
-                                path: pack.clone(),
-                                message: format!("the fetched pack: {e}"),
-                            })?;
-                        let pack = tokio_util::io::ReaderStream::with_capacity(file, SEND_CHUNK);
-                        let request = commands.chain(counted(pack, progress));
-                        let sent = self.http.receive_pack(&job.target, request, sideband);
-                        return before(deadline, "pushing", sent).await;
-                    }
-                    Objects::Build(plan) => plan,
-                };
-                let (pack, built) = pack_stream(cache.to_owned(), plan, keep_going);
-                let request = commands.chain(counted(pack, progress));
-                let sent = before(
-                    deadline,
-                    "pushing",
-                    self.http.receive_pack(&job.target, request, sideband),
-                )
-                .await;
-                match built.await {
-                    // A failed build explains a failed request better than the request can.
-                    Ok(Err(Some(error))) => Err(MirrorError::Cache {
-                        path: cache.to_owned(),
-                        message: format!("building the pack: {}", error.message()),
-                    }),
-                    _ => sent,
-                }
+                Ok(answer)
             }
         }
     }
+
+    /// One receive-pack exchange over smart HTTP, asking only for what the target offers.
+    async fn push_http(
+        &self,
+        to: &Pushing<'_>,
+        changes: &[RefChange],
+        commands: &[Command],
+        objects: Objects,
+    ) -> Result<Report, MirrorError> {
+        let Pushing { job, cache, target, progress, deadline } = *to;
+        let keep_going = move || deadline.is_none_or(|d| Instant::now() < d);
+        if commands.iter().any(Command::is_delete) && !target.supports("delete-refs") {
+            let reason = "the target does not accept deletions (no delete-refs)";
+            let refs = changes.iter().map(|c| (c.name.clone(), Some(reason.into())));
+            return Ok(Report { refs: refs.collect(), ..Report::default() });
+        }
+        let sideband = target.supports("side-band-64k");
+        let report_status = target.supports("report-status");
+        let mut capabilities = vec![AGENT];
+        // `quiet`: the progress channel then carries only what hooks and the server say.
+        capabilities.extend(
+            ["report-status", "side-band-64k", "delete-refs", "ofs-delta", "quiet"]
+                .into_iter()
+                .filter(|c| target.supports(c)),
+        );
+        let head = Bytes::from(encode_commands(commands, &capabilities));
+        let commands = futures_util::stream::once(async move { Ok(head) });
+        let plan = match objects {
+            Objects::None => {
+                let sent = self.http.receive_pack(&job.target, commands, sideband, report_status);
+                return before(deadline, "pushing", sent).await;
+            }
+            Objects::Forward(pack) => {
+                let file = tokio::fs::File::open(&pack).await.map_err(|e| MirrorError::Cache {
+                    path: pack.clone(),
+                    message: format!("the fetched pack: {e}"),
+                })?;
+                let pack = tokio_util::io::ReaderStream::with_capacity(file, SEND_CHUNK);
+                let request = commands.chain(counted(pack, progress));
+                let sent = self.http.receive_pack(&job.target, request, sideband, report_status);
+                return before(deadline, "pushing", sent).await;
+            }
+            Objects::Build(plan) => plan,
+        };
+        let (pack, built) = pack_stream(cache.to_owned(), plan, keep_going);
+        let request = commands.chain(counted(pack, progress));
+        let sent = before(
+            deadline,
+            "pushing",
+            self.http.receive_pack(&job.target, request, sideband, report_status),
+        )
+        .await;
+        match built.await {
+            // A failed build explains a failed request better than the request can.
+            Ok(Err(Some(error))) => Err(MirrorError::Cache {
+                path: cache.to_owned(),
+                message: format!("building the pack: {}", error.message()),
+            }),
+            _ => sent,
+        }
+    }
+
+    /// Each change's outcome read from a new listing of the target, for a target that
+    /// sends no report: taken when the ref now has its new value.
+    async fn outcomes_from_listing(
+        &self,
+        job: &MirrorJob,
+        changes: &[RefChange],
+        deadline: Option<Instant>,
+    ) -> Result<Vec<(RefName, Option<String>)>, MirrorError> {
+        let listed = self.list(&job.target, Side::Target, Service::Push, deadline).await?;
+        Ok(changes
+            .iter()
+            .map(|change| {
+                let now =
+                    listed.refs.iter().find(|(name, _)| *name == change.name).map(|(_, o)| *o);
+                let outcome = (now != change.new).then(|| {
+                    "the target did not take it (it sends no report-status; read from its listing)"
+                        .to_owned()
+                });
+                (change.name.clone(), outcome)
+            })
+            .collect())
+    }
 }
+
+/// Passes of one mirror run when a push fails on the way.
+const PASSES: u32 = 3;
 
 const AGENT: &str = concat!("agent=pillars-scp/", env!("CARGO_PKG_VERSION"));
 
@@ -768,18 +891,42 @@ fn counted(
     })
 }
 
-/// Each change's outcome in `answer`: `None` when the target took it, else why not.
+/// Each change's outcome in `answer`: `None` when the target took it, else why not, with
+/// what its hooks and the server said.
 fn outcomes(answer: &Report, changes: &[RefChange]) -> Vec<Option<String>> {
+    let remote = answer.remote_messages().map(|m| format!(" (remote: {m})")).unwrap_or_default();
     changes
         .iter()
         .map(|change| {
-            match (&answer.unpack, answer.refs.iter().find(|(name, _)| *name == change.name)) {
-                (Err(reason), _) => Some(format!("the target could not store it: {reason}")),
-                (Ok(()), Some((_, outcome))) => outcome.clone(),
-                (Ok(()), None) => Some("the target reported nothing for it".to_owned()),
-            }
+            let outcome =
+                match (&answer.unpack, answer.refs.iter().find(|(name, _)| *name == change.name)) {
+                    (Err(reason), _) => Some(format!("the target could not store it: {reason}")),
+                    (Ok(()), Some((_, outcome))) => outcome.clone(),
+                    (Ok(()), None) => Some("the target reported nothing for it".to_owned()),
+                };
+            outcome.map(|reason| format!("{reason}{remote}"))
         })
         .collect()
+}
+
+/// A push the target refused as a whole at the transport level (an HTTP error, a fatal
+/// message on the side band, an answer it broke off): the refusal's reason for each ref
+/// of the batch, so the run goes on with the others. `None` for failures that are not
+/// the batch's: credentials, an unreachable target, the deadline, the cache.
+fn batch_refusal(error: &MirrorError) -> Option<String> {
+    match error {
+        MirrorError::Push { error, .. } => Some(format!("the target refused the push: {error}")),
+        MirrorError::Http { status, message, .. } if !matches!(status, 429 | 502 | 503 | 504) => {
+            Some(format!("the target refused the push with HTTP {status}: {message}"))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a refusal says the pack is too large for the target: splitting the batch
+/// resends the same history, so it is not tried.
+fn too_large(reason: &str) -> bool {
+    reason.contains("exceeds maximum allowed size") || reason.contains("HTTP 413")
 }
 
 /// The pack for `plan`, built on a blocking thread and streamed in pieces of about
@@ -929,6 +1076,7 @@ fn prepare_cache(
                     .map(|(n, o)| (n.clone(), *o))
                     .collect();
                 update_cache_refs(&cache, &present).map_err(failed)?;
+                record_settled(cache_path).map_err(|e| cache_io(cache_path, &e))?;
                 tracing::info!(
                     repository = job.name,
                     refs = present.len(),
@@ -947,7 +1095,9 @@ fn prepare_cache(
     let refs = cache_refs(&cache).map_err(failed)?;
     let odb = cache.odb().map_err(failed)?;
     let missing: BTreeSet<Oid> = wanted.values().copied().filter(|oid| !odb.exists(*oid)).collect();
-    let in_sync = refs == *target_refs;
+    // Objects the last run fetched and did not settle (it was killed in between) are in the
+    // cache but not in the target: then the cache's refs being the target's proves nothing.
+    let in_sync = refs == *target_refs && settled(cache_path);
     let haves = if missing.is_empty() {
         Vec::new()
     } else {
@@ -1003,7 +1153,47 @@ fn settle_cache(cache_path: &Path, job: &MirrorJob, wanted: &RefMap) -> Result<(
             error: format!("the source moved while fetching ({missing} refs); run again"),
         });
     }
-    update_cache_refs(&cache, wanted).map_err(failed)
+    update_cache_refs(&cache, wanted).map_err(failed)?;
+    record_settled(cache_path).map_err(|e| cache_io(cache_path, &e))
+}
+
+/// Where a cache records the packs it held when its refs were last made the source's.
+const SETTLED: &str = "pillars-settled-packs";
+
+/// Records the cache's packs as settled: every object in them is reachable from its refs
+/// or was before (and so is in the target once the target is in sync).
+fn record_settled(cache: &Path) -> std::io::Result<()> {
+    let mut names: Vec<String> = packs(cache)
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    let temporary = cache.join(format!("{SETTLED}.tmp"));
+    std::fs::write(&temporary, names.join("\n"))?;
+    std::fs::rename(temporary, cache.join(SETTLED))
+}
+
+/// Whether the cache holds only settled objects: no pack it has not recorded, no loose
+/// object (this mirror writes none; a git that fetched into it does).
+fn settled(cache: &Path) -> bool {
+    // A cache without the record has settled nothing: only an empty one is settled.
+    let recorded = std::fs::read_to_string(cache.join(SETTLED)).unwrap_or_default();
+    let recorded: HashSet<&str> = recorded.lines().collect();
+    let all_recorded = packs(cache)
+        .iter()
+        .all(|p| p.file_name().is_some_and(|n| recorded.contains(n.to_string_lossy().as_ref())));
+    let loose = std::fs::read_dir(cache.join("objects")).into_iter().flatten().flatten().any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        name.len() == 2
+            && name.bytes().all(|b| b.is_ascii_hexdigit())
+            && std::fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_some())
+    });
+    all_recorded && !loose
+}
+
+fn cache_io(path: &Path, error: &std::io::Error) -> MirrorError {
+    MirrorError::Cache { path: path.to_owned(), message: error.to_string() }
 }
 
 /// upload-pack's request for `missing`, with the capabilities we use of those `offered`.
@@ -1027,10 +1217,10 @@ fn index_pack(
     let odb = cache.odb().map_err(|e| cache_error(cache_path, &e))?;
     let directory = cache_path.join("objects/pack");
     let failed = |message: String| download_error(job, cache_path, message);
-    // No connectivity walk here (libgit2's own fetch does none either): every object is
-    // hashed as it is indexed, the ref tips are checked once the pack is in, and the
-    // target's receive-pack checks connectivity before it moves a ref.
-    let mut indexer = git2::Indexer::new(Some(&odb), &directory, 0, false)
+    // Every object is hashed as it is indexed, and (verify) every object a commit, tree or
+    // tag of the pack names must be in the pack or the cache: a pack that leaves a hole
+    // fails here, before any ref of the cache or the target moves.
+    let mut indexer = git2::Indexer::new(Some(&odb), &directory, 0, true)
         .map_err(|e| failed(e.message().to_owned()))?;
     indexer.progress(|stats| {
         progress.objects_received.store(stats.received_objects() as u64, Ordering::Relaxed);

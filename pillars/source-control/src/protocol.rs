@@ -67,13 +67,15 @@ fn trim_newline(line: &[u8]) -> &[u8] {
 }
 
 /// The refs and capabilities a server advertises for one service.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone)]
 pub struct Advertisement {
     /// Every advertised ref, hidden ones and peeled `^{}` entries included, `HEAD` not.
     pub refs: Vec<(RefName, Oid)>,
     /// The ref `HEAD` names (`symref=HEAD:…`), or else the branch whose tip `HEAD` has.
     pub head: Option<RefName>,
     pub capabilities: Vec<String>,
+    /// Where the listing's redirect led: the repository's URL for what follows.
+    pub redirected: Option<crate::transport::Endpoint>,
 }
 
 impl Advertisement {
@@ -302,6 +304,41 @@ impl Default for Report {
 }
 
 impl Report {
+    /// Reads an answer that carries no report (`report-status` was not asked for): only
+    /// what the server said, no ref outcome.
+    pub fn progress(body: &[u8], sideband: bool) -> Result<Self, String> {
+        let mut report = Self::default();
+        if sideband {
+            for pkt in pkt_lines(body) {
+                let Pkt::Data(data) = pkt? else { continue };
+                match data.split_first() {
+                    Some((2, rest)) => report.progress.push_str(&String::from_utf8_lossy(rest)),
+                    Some((3, rest)) => {
+                        return Err(String::from_utf8_lossy(trim_newline(rest)).into_owned());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// What hooks and the server said (`remote:` lines), for a refusal's reason.
+    pub fn remote_messages(&self) -> Option<String> {
+        let lines: Vec<&str> = self
+            .progress
+            .split(['\n', '\r'])
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .collect();
+        if lines.is_empty() {
+            return None;
+        }
+        let joined = lines.join("; ");
+        let start = joined.char_indices().rev().nth(499).map_or(0, |(at, _)| at);
+        Some(joined[start..].to_owned())
+    }
+
     /// Parses receive-pack's answer, demultiplexing `side-band-64k` when it was asked for.
     /// An error is the server's fatal message, or what made the answer unreadable.
     pub fn parse(body: &[u8], sideband: bool) -> Result<Self, String> {

@@ -73,17 +73,68 @@ pub struct ReconcileReport {
 pub struct BatchOutcome {
     /// The messages to retry.
     pub response: SqsBatchResponse,
+    /// For each of them, how soon it comes back: (message id, visibility timeout set).
+    pub comes_back: Vec<(String, Duration)>,
     /// Per repository handled: `MirrorFailed`, and `MirrorLagSeconds` (from the request's
     /// sending to its mirror being done) when it succeeded.
     pub metrics: Vec<Metrics>,
 }
 
 impl BatchOutcome {
-    fn retry(&mut self, message_id: &str, why: &str) {
+    fn retry(&mut self, record: &SqsMessage, why: &str) {
+        let message_id = record.message_id.clone().unwrap_or_default();
         tracing::warn!(message_id, why, "mirror request left for a retry");
         let mut failure = BatchItemFailure::default();
-        failure.item_identifier = message_id.to_owned();
+        failure.item_identifier = message_id;
         self.response.batch_item_failures.push(failure);
+    }
+}
+
+/// How soon a failed mirror request comes back, rather than after the queue's visibility
+/// timeout (sized for the longest mirror): 30 s, doubling with each receive, at most 15 min.
+/// A FIFO group waits behind its failed message, so one blip must not hold it for hours.
+#[derive(Debug, Clone)]
+pub struct RetryVisibility {
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+    pub first: Duration,
+}
+
+impl RetryVisibility {
+    pub const FIRST: Duration = Duration::from_secs(30);
+    pub const LONGEST: Duration = Duration::from_secs(900);
+
+    /// The visibility timeout after the `receive_count`th receive.
+    pub fn after(&self, receive_count: u32) -> Duration {
+        let doubled = self.first.saturating_mul(1 << receive_count.saturating_sub(1).min(16));
+        doubled.min(Self::LONGEST)
+    }
+
+    async fn apply(&self, record: &SqsMessage) -> Option<Duration> {
+        let receipt = record.receipt_handle.as_deref()?;
+        let count = record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
+        let visibility = self.after(count);
+        let changed = self
+            .sqs
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt)
+            .visibility_timeout(i32::try_from(visibility.as_secs()).unwrap_or(i32::MAX))
+            .send()
+            .await;
+        match changed {
+            Ok(_) => Some(visibility),
+            Err(error) => {
+                // It comes back after the queue's own timeout instead: later, not lost.
+                let error = pillar_auth::aws_error_message(&error);
+                tracing::warn!(error, "ChangeMessageVisibility failed");
+                None
+            }
+        }
     }
 }
 
@@ -98,6 +149,7 @@ pub struct Mirrorer {
     create_missing: bool,
     start_margin: Duration,
     safeguards: Safeguards,
+    retry_visibility: Option<RetryVisibility>,
 }
 
 impl Mirrorer {
@@ -124,7 +176,13 @@ impl Mirrorer {
             work,
             create_missing,
             start_margin: START_MARGIN,
+            retry_visibility: None,
         }
+    }
+
+    /// Failed requests come back as `visibility` says, not after the queue's timeout.
+    pub fn with_retry_visibility(self, visibility: RetryVisibility) -> Self {
+        Self { retry_visibility: Some(visibility), ..self }
     }
 
     /// Mass deletions go through for every repository (an operator confirmed them).
@@ -143,13 +201,21 @@ impl Mirrorer {
         settings: &MirrorSettings,
         aws: &aws_config::SdkConfig,
     ) -> Result<Self, SyncError> {
-        Self::from_aws(
+        let mirrorer = Self::from_aws(
             Manifest::load(&settings.manifest)?,
             aws,
             WorkDir::with_limit_or_default(&settings.work_dir, settings.cache_limit_mib),
             settings.create_repositories,
             settings.secret_ttl,
-        )
+        )?;
+        Ok(match &settings.queue_url {
+            Some(queue_url) => mirrorer.with_retry_visibility(RetryVisibility {
+                sqs: aws_sdk_sqs::Client::new(aws),
+                queue_url: queue_url.clone(),
+                first: RetryVisibility::FIRST,
+            }),
+            None => mirrorer,
+        })
     }
 
     /// Clients from the AWS configuration; secrets cached for `secret_ttl`.
@@ -217,7 +283,8 @@ impl Mirrorer {
     pub async fn handle_sqs(&self, event: SqsEvent, deadline: Option<Instant>) -> BatchOutcome {
         let mut outcome = BatchOutcome::default();
         let mut failed_groups = HashSet::new();
-        for record in event.records {
+        let records = event.records;
+        for record in &records {
             let id = record.message_id.clone().unwrap_or_default();
             let group = record.attributes.get("MessageGroupId").cloned();
             let held = if group.as_ref().is_some_and(|g| failed_groups.contains(g)) {
@@ -230,7 +297,7 @@ impl Mirrorer {
                 None
             };
             if let Some(why) = held {
-                outcome.retry(&id, why);
+                outcome.retry(record, why);
                 failed_groups.extend(group);
                 continue;
             }
@@ -273,7 +340,7 @@ impl Mirrorer {
                         "mirrored"
                     );
                     let metrics = metrics.value("MirrorFailed", 0.0, Unit::Count);
-                    outcome.metrics.push(match waited(&record) {
+                    outcome.metrics.push(match waited(record) {
                         Some(lag) => metrics.value("MirrorLagSeconds", lag, Unit::Seconds),
                         None => metrics,
                     });
@@ -287,10 +354,28 @@ impl Mirrorer {
                 Err(error) => {
                     tracing::error!(%error, message_id = id, "mirror failed");
                     outcome.metrics.push(metrics.value("MirrorFailed", 1.0, Unit::Count));
-                    outcome.retry(&id, "its mirror failed");
+                    outcome.retry(record, "its mirror failed");
                     failed_groups.extend(group);
                 }
             }
+        }
+        if let Some(visibility) = &self.retry_visibility {
+            let failed: HashSet<&str> = outcome
+                .response
+                .batch_item_failures
+                .iter()
+                .map(|f| f.item_identifier.as_str())
+                .collect();
+            let mut comes_back = Vec::new();
+            for record in &records {
+                let id = record.message_id.as_deref().unwrap_or_default();
+                if failed.contains(id)
+                    && let Some(after) = visibility.apply(record).await
+                {
+                    comes_back.push((id.to_owned(), after));
+                }
+            }
+            outcome.comes_back = comes_back;
         }
         outcome
     }
