@@ -24,6 +24,8 @@ pub struct Script {
     /// The next requests are answered with these statuses (and `Retry-After` seconds), one
     /// each, without reaching the upstream.
     pub fail_next: VecDeque<(u16, Option<u64>)>,
+    /// The same, for the next receive-pack POSTs only (a push).
+    pub fail_next_push: VecDeque<(u16, Option<u64>)>,
     /// `; charset=utf-8` is added to every content type.
     pub charset: bool,
     /// Ref listings are redirected (301) to this base URL, the rest of the path kept.
@@ -100,8 +102,13 @@ async fn handle(State(front): State<Arc<FrontEnd>>, request: Request) -> Respons
     front.seen.lock().expect("log").push(Seen { request: asked, authorizations });
     let script = front.script.lock().expect("script").clone();
     let listing = path.ends_with("/info/refs");
-    if let Some((status, retry_after)) = front.script.lock().expect("script").fail_next.pop_front()
-    {
+    let push = path.ends_with("/git-receive-pack");
+    let failure = {
+        let mut script = front.script.lock().expect("script");
+        let pushed = if push { script.fail_next_push.pop_front() } else { None };
+        pushed.or_else(|| script.fail_next.pop_front())
+    };
+    if let Some((status, retry_after)) = failure {
         let status = StatusCode::from_u16(status).expect("a status code");
         let mut answer = (status, "the front end is not ready\n").into_response();
         if let Some(seconds) = retry_after {

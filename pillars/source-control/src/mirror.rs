@@ -10,7 +10,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -214,6 +214,11 @@ impl GitMirror {
     pub fn new() -> Self {
         configure_libgit2();
         Self { http: SmartHttp::new(), progress: None }
+    }
+
+    /// Requests fail after `idle` without progress (default [`crate::smart_http::IDLE_TIMEOUT`]).
+    pub fn with_idle_timeout(self, idle: Duration) -> Self {
+        Self { http: self.http.with_idle_timeout(idle), ..self }
     }
 
     /// Reports transfers into `progress` (one mirror at a time), for a terminal to show.

@@ -4,7 +4,8 @@
 //! so that ref names stay bytes, every ref's status is read, the pack is ours to build, and
 //! requests have deadlines.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -22,6 +23,8 @@ const USER_AGENT: &str = concat!("git/2.0 (pillars-scp/", env!("CARGO_PKG_VERSIO
 #[derive(Debug, Clone)]
 pub struct SmartHttp {
     client: reqwest::Client,
+    /// How long nothing may move (no byte sent or received) before a request fails.
+    idle: Duration,
 }
 
 impl Default for SmartHttp {
@@ -31,18 +34,27 @@ impl Default for SmartHttp {
 }
 
 impl SmartHttp {
-    /// A dead server fails a request instead of hanging it: 15 s to connect, 120 s without a
-    /// byte (the timeouts libgit2 is given for fetching).
+    /// A dead server fails a request instead of hanging it: 15 s to connect, and
+    /// [`IDLE_TIMEOUT`] without progress (see [`Self::with_idle_timeout`]).
     pub fn new() -> Self {
         let client = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             // Listings' redirects are followed by hand (see `advertisement`); no other.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(120))
+            // A connection idle longer than this is not reused: one idle across a frozen
+            // Lambda is likely dead, and its first request would fail.
+            .pool_idle_timeout(Duration::from_secs(20))
             .build()
             .expect("a TLS backend and a resolver are compiled in");
-        Self { client }
+        Self { client, idle: IDLE_TIMEOUT }
+    }
+
+    /// Requests fail after `idle` without progress instead of [`IDLE_TIMEOUT`]. Progress is
+    /// a byte sent or received, not the time a request takes: a long push through a
+    /// buffering front end keeps going as long as its body does.
+    pub fn with_idle_timeout(self, idle: Duration) -> Self {
+        Self { idle, ..self }
     }
 
     /// What `endpoint` advertises for `service` (`git-upload-pack` or `git-receive-pack`).
@@ -85,7 +97,7 @@ impl SmartHttp {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let body = response.bytes().await.map_err(|e| transfer(&current, side, e))?;
+        let body = self.read_all(&current, side, response).await?;
         // `application/x-git-upload-pack-advertisement; charset=utf-8` is the same type.
         let media_type = content_type.split(';').next().unwrap_or_default().trim();
         if !media_type.eq_ignore_ascii_case(&format!("application/x-{service}-advertisement")) {
@@ -118,15 +130,22 @@ impl SmartHttp {
         report_status: bool,
     ) -> Result<Report, MirrorError> {
         let side = Side::Target;
+        let watch = Watch::default();
+        let request = watch.watching(request);
         let post = self
             .client
             .post(format!("{}/git-receive-pack", base(endpoint)))
             .header(reqwest::header::CONTENT_TYPE, "application/x-git-receive-pack-request")
             .header(reqwest::header::ACCEPT, "application/x-git-receive-pack-result")
             .body(reqwest::Body::wrap_stream(request));
-        let response = self.send(endpoint, side, post).await?;
+        // The server checks a whole pack before it answers (index-pack, connectivity; a
+        // buffering front end first reads it all): that may take long, and the caller's
+        // deadline bounds it.
+        let sent =
+            self.watched(endpoint, side, self.send(endpoint, side, post), &watch, ANSWER_WAIT);
+        let response = sent.await?;
         not_redirected(&response, endpoint, side)?;
-        let body = response.bytes().await.map_err(|e| transfer(endpoint, side, e))?;
+        let body = self.read_all(endpoint, side, response).await?;
         let parsed = if report_status {
             Report::parse(&body, sideband)
         } else {
@@ -153,10 +172,7 @@ impl SmartHttp {
         };
         let response = self.send_retrying(endpoint, side, post).await?;
         not_redirected(&response, endpoint, side)?;
-        let endpoint = endpoint.clone();
-        Ok(response
-            .bytes_stream()
-            .map(move |chunk| chunk.map_err(|e| transfer(&endpoint, side, e))))
+        Ok(self.idle_stream(endpoint, side, response))
     }
 
     /// Sends a request `make` builds afresh for each try, again after a transient failure
@@ -173,7 +189,11 @@ impl SmartHttp {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.send(endpoint, side, make()).await {
+            let watch = Watch::default();
+            watch.body_sent();
+            let sent =
+                self.watched(endpoint, side, self.send(endpoint, side, make()), &watch, self.idle);
+            match sent.await {
                 Err(error) if attempt < ATTEMPTS => match retry_delay(&error, attempt) {
                     Some(wait) => {
                         tracing::warn!(%error, attempt, wait_ms = wait.as_millis() as u64, "transient failure; trying again");
@@ -228,6 +248,123 @@ impl SmartHttp {
                 Err(MirrorError::Http { side, url, status: status.as_u16(), message, retry_after })
             }
         }
+    }
+}
+
+/// Without progress for this long, a request fails.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a server may think about a pack it received whole before it answers.
+const ANSWER_WAIT: Duration = Duration::from_secs(30 * 60);
+
+/// When a request's body last moved, and when it was all sent.
+#[derive(Debug, Clone)]
+struct Watch(Arc<Mutex<(Instant, Option<Instant>)>>);
+
+impl Default for Watch {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new((Instant::now(), None))))
+    }
+}
+
+impl Watch {
+    fn body_sent(&self) {
+        self.0.lock().expect("watch").1 = Some(Instant::now());
+    }
+
+    /// `body`, telling the watch of every piece taken and of its end.
+    fn watching(
+        &self,
+        body: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+        let (moved, ended) = (self.clone(), self.clone());
+        body.inspect(move |_| moved.0.lock().expect("watch").0 = Instant::now()).chain(
+            futures_util::stream::poll_fn(move |_| {
+                ended.body_sent();
+                std::task::Poll::Ready(None)
+            }),
+        )
+    }
+
+    /// Why the request should stop now, if it should.
+    fn stalled(&self, idle: Duration, answer_wait: Duration) -> Option<String> {
+        let (moved, sent) = *self.0.lock().expect("watch");
+        match sent {
+            None if moved.elapsed() > idle => {
+                Some(format!("nothing was sent for {} s", idle.as_secs()))
+            }
+            Some(sent) if sent.elapsed() > answer_wait => {
+                Some(format!("no answer {} s after the request was sent", answer_wait.as_secs()))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl SmartHttp {
+    /// `send`, unless its request stalls as `watch` sees it.
+    async fn watched(
+        &self,
+        endpoint: &Endpoint,
+        side: Side,
+        send: impl Future<Output = Result<Response, MirrorError>>,
+        watch: &Watch,
+        answer_wait: Duration,
+    ) -> Result<Response, MirrorError> {
+        tokio::pin!(send);
+        loop {
+            tokio::select! {
+                sent = &mut send => return sent,
+                () = tokio::time::sleep(Duration::from_millis(250)) => {
+                    if let Some(why) = watch.stalled(self.idle, answer_wait) {
+                        let url = endpoint.display_url();
+                        return Err(MirrorError::Unreachable { side, url, error: why });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The answer's body, each piece within the idle timeout of the last.
+    fn idle_stream(
+        &self,
+        endpoint: &Endpoint,
+        side: Side,
+        response: Response,
+    ) -> impl Stream<Item = Result<Bytes, MirrorError>> + Unpin + use<> {
+        let (endpoint, idle) = (endpoint.clone(), self.idle);
+        let chunks = Box::pin(response.bytes_stream());
+        Box::pin(futures_util::stream::unfold(Some(chunks), move |chunks| {
+            let endpoint = endpoint.clone();
+            async move {
+                let mut chunks = chunks?;
+                match tokio::time::timeout(idle, chunks.next()).await {
+                    Ok(None) => None,
+                    Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(chunks))),
+                    Ok(Some(Err(error))) => Some((Err(transfer(&endpoint, side, error)), None)),
+                    Err(_) => {
+                        let error = format!("nothing was received for {} s", idle.as_secs());
+                        let url = endpoint.display_url();
+                        Some((Err(MirrorError::Unreachable { side, url, error }), None))
+                    }
+                }
+            }
+        }))
+    }
+
+    /// The whole (small) body of an answer, within the idle timeout between pieces.
+    async fn read_all(
+        &self,
+        endpoint: &Endpoint,
+        side: Side,
+        response: Response,
+    ) -> Result<Vec<u8>, MirrorError> {
+        let mut body = Vec::new();
+        let mut chunks = self.idle_stream(endpoint, side, response);
+        while let Some(chunk) = chunks.next().await {
+            body.extend_from_slice(&chunk?);
+        }
+        Ok(body)
     }
 }
 
