@@ -259,3 +259,43 @@ fn a_listing_cut_short_deletes_nothing() {
     assert!(errors.contains("ended before its flush-pkt"), "{errors}");
     assert_eq!(target_refs(&repository), before);
 }
+
+#[test]
+fn a_repository_using_git_lfs_is_reported_as_not_fully_mirrored() {
+    let server = SourceServer::start(None);
+    let source = server.repository("assets");
+    source.commit("before LFS");
+    source.git(&["branch", "plain"]);
+    // What `git lfs track "*.bin"` and `git add` leave in git: the attributes and a pointer.
+    std::fs::write(
+        source.work.join(".gitattributes"),
+        "*.bin filter=lfs diff=lfs merge=lfs -text\n",
+    )
+    .expect("write");
+    let pointer = "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 12345\n";
+    std::fs::write(source.work.join("model.bin"), pointer).expect("write");
+    source.git(&["add", ".gitattributes", "model.bin"]);
+    source.commit("track binaries with LFS");
+    let repository = unique("lfs");
+    create_codecommit_repository(&repository);
+    let work = tempfile::tempdir().expect("work dir");
+    let (report, code, errors) = mirror(&server.url("assets"), &repository, work.path(), &[]);
+    assert_eq!(code, 0, "the refs are mirrored: {errors}");
+    assert_eq!(names(&report, "lfs"), ["refs/heads/main"], "{report}");
+
+    let target = format!("codecommit://{repository}");
+    let verified = run(pillar()
+        .args(["scp", "verify", "--source", &server.url("assets"), "--target", &target])
+        .arg("--work-dir")
+        .arg(work.path()));
+    let printed = String::from_utf8_lossy(&verified.stdout);
+    assert_eq!(verified.status.code(), Some(1), "{printed}");
+    assert!(printed.contains("uses Git LFS       refs/heads/main"), "{printed}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = write_manifest(dir.path(), &[(&repository, &server.url("assets"), "A/lfs")]);
+    let mirrorer = mirrorer_in(&manifest, WorkDir::new(dir.path().join("work"), None));
+    let records = vec![record("m1", &repository, &repository, Duration::ZERO)];
+    let outcome = runtime().block_on(mirrorer.handle_sqs(event(records), None));
+    assert_eq!(outcome.metrics[0].to_json(0)["LfsNotMirrored"], 1.0);
+}

@@ -205,10 +205,17 @@ async fn restore(target: &str, which: &str) -> anyhow::Result<ExitCode> {
 }
 
 async fn verify(ends: Ends) -> anyhow::Result<ExitCode> {
-    let drift = GitMirror::new().compare(&ends.job().await?, None).await?;
+    let git = GitMirror::new();
+    let job = ends.job().await?;
+    let drift = git.compare(&job, None).await?;
+    // A build from the mirror needs the content too, and LFS content is not in git.
+    let lfs = git.lfs_in_source(&job, &ends.work.work_dir()).await?;
+    for name in &lfs {
+        println!("{:<18} {name} (only its pointer files are mirrored)", "uses Git LFS");
+    }
     if drift.is_empty() {
         println!("identical: {} refs", drift.unchanged);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(if lfs.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
     for change in drift.changes() {
         let state = match (change.old, change.new) {
@@ -365,6 +372,9 @@ fn print_report(report: &MirrorReport, json: bool) -> anyhow::Result<()> {
     }
     for kept in &report.kept {
         println!("kept     {} at {}", kept.name, kept.oid);
+    }
+    for name in &report.lfs {
+        println!("LFS      {name} (uses Git LFS: only its pointer files are mirrored)");
     }
     println!(
         "{} created, {} updated, {} deleted, {} refused, {} deletions held, {} old tips kept, {} unchanged",

@@ -2,6 +2,7 @@
 //! current, so that builds of low-layer services work with Bitbucket down.
 
 pub mod codecommit;
+pub mod lfs;
 pub mod local;
 pub mod mirror;
 pub mod pack;

@@ -40,6 +40,9 @@ pub struct MirrorReport {
     pub kept: Vec<KeptRef>,
     /// Kept tips older than their time, removed.
     pub expired: usize,
+    /// Branches and tags whose files go through Git LFS: the mirror holds only their
+    /// pointer files, not the content.
+    pub lfs: Vec<RefName>,
     pub unchanged: usize,
     /// The branch the source's HEAD names, if it has one.
     pub source_head: Option<RefName>,
@@ -318,7 +321,23 @@ impl GitMirror {
                 "mass deletion held: none of these deletions is made"
             );
         }
+        let lfs = {
+            let (cache, refs) = (cache.path.clone(), source_refs.clone());
+            blocking(move || {
+                let cache = open_cache(&cache)?;
+                Ok(crate::lfs::tips_using_lfs(&cache, &refs))
+            })
+            .await?
+        };
+        if !lfs.is_empty() {
+            tracing::warn!(
+                repository = job.name,
+                refs = lfs.len(),
+                "Git LFS content is not mirrored"
+            );
+        }
         let mut report = MirrorReport {
+            lfs,
             unchanged: plan.unchanged,
             source_head: source.head,
             fetched: fetched.downloaded,
@@ -452,6 +471,30 @@ impl GitMirror {
             }
         }
         Ok((kept, report))
+    }
+
+    /// The source's branches and tags that use Git LFS, read from the cache after
+    /// fetching what it lacks (nothing is pushed).
+    pub async fn lfs_in_source(
+        &self,
+        job: &MirrorJob,
+        work: &WorkDir,
+    ) -> Result<Vec<RefName>, MirrorError> {
+        let cache = {
+            let (work, name) = (work.clone(), job.name.clone());
+            blocking(move || work.lock(&name).map_err(MirrorError::from)).await?
+        };
+        let (source, target) = futures_util::try_join!(
+            self.list(&job.source, Side::Source, Service::Read, None),
+            self.list(&job.target, Side::Target, Service::Read, None),
+        )?;
+        let (source_refs, target_refs) = (mirrored(source.refs), mirrored(target.refs));
+        let listed =
+            Listed { source: &source_refs, target: &target_refs, offered: &source.capabilities };
+        let progress = self.progress.clone().unwrap_or_default();
+        self.fetch(&cache.path, job, &listed, &progress, None).await?;
+        let path = cache.path.clone();
+        blocking(move || Ok(crate::lfs::tips_using_lfs(&open_cache(&path)?, &source_refs))).await
     }
 
     /// Compares the source's and the target's branches and tags without fetching objects

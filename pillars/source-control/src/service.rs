@@ -326,7 +326,15 @@ impl Mirrorer {
                 Ok(report) => report.held.len(),
                 Err(error) => error.report().map_or(0, |r| r.held.len()),
             };
-            let metrics = metrics.value("DeletionsHeld", held as f64, Unit::Count);
+            let lfs = match &result {
+                Ok(report) => report.lfs.len(),
+                Err(error) => error.report().map_or(0, |r| r.lfs.len()),
+            };
+            let metrics = metrics.value("DeletionsHeld", held as f64, Unit::Count).value(
+                "LfsNotMirrored",
+                lfs as f64,
+                Unit::Count,
+            );
             match result {
                 Ok(report) => {
                     tracing::info!(
@@ -485,6 +493,7 @@ pub async fn mirror_to_codecommit(
         report.refused = again.refused;
         report.held = again.held;
         report.kept.extend(again.kept);
+        report.lfs = again.lfs;
         report.expired += again.expired;
         report.fetched |= again.fetched;
     }
