@@ -3,6 +3,7 @@
 //! The tests themselves live in `tests/it`.
 
 pub mod codecommit_git;
+pub mod dulwich;
 pub mod faults;
 pub mod git_front_end;
 pub mod git_source;

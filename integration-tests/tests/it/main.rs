@@ -7,6 +7,7 @@ mod docker_mirror;
 mod git_credentials;
 mod logging;
 mod scp_converge;
+mod scp_dulwich;
 mod scp_faults;
 mod scp_push;
 mod scp_worst_day;
