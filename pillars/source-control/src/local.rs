@@ -7,8 +7,7 @@ use std::path::Path;
 
 use git2::{Oid, Repository};
 
-use crate::mirror::Objects;
-use crate::pack;
+use crate::pack::{self, Objects};
 use crate::protocol::{Advertisement, Command, Report};
 use crate::refs::RefName;
 

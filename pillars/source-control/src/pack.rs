@@ -3,6 +3,8 @@
 //! tree or blob without what it contains, so a push of such a tag is refused with every
 //! other ref of its batch; here a tree goes with all its trees and blobs.
 
+use std::path::PathBuf;
+
 use git2::{ObjectType, Oid, PackBuilder, Repository};
 
 /// Objects the pack must make available, and objects the target is known to have.
@@ -68,6 +70,17 @@ fn insert(
             _ => return builder.insert_object(next, None),
         }
     }
+}
+
+/// What a push sends after its commands.
+#[derive(Debug, Clone)]
+pub(crate) enum Objects {
+    /// Nothing: the push only deletes.
+    None,
+    /// A pack file as it is: the one the fetch just brought.
+    Forward(PathBuf),
+    /// A pack built from the cache (empty for `PackPlan::default()`).
+    Build(PackPlan),
 }
 
 #[cfg(test)]

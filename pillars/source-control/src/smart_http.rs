@@ -12,9 +12,9 @@ use futures_util::{Stream, StreamExt};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use secrecy::ExposeSecret;
 
-use crate::mirror::{MirrorError, Side};
+use crate::error::MirrorError;
 use crate::protocol::{Advertisement, Report};
-use crate::transport::{Auth, Endpoint};
+use crate::transport::{Auth, Endpoint, Side};
 
 /// git servers and load balancers look for git's user agent.
 const USER_AGENT: &str = concat!("git/2.0 (pillars-scp/", env!("CARGO_PKG_VERSION"), ")");

@@ -139,6 +139,42 @@ pub fn configure_libgit2() {
     });
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Target,
+}
+
+impl Side {
+    pub fn credentials_hint(self) -> &'static str {
+        match self {
+            Self::Source => {
+                "check the source credentials secret (username:password) and its permissions"
+            }
+            Self::Target => {
+                "check the AWS credentials and their codecommit:GitPull/GitPush permissions"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Source => "source",
+            Self::Target => "target",
+        })
+    }
+}
+
+/// Why a server's refs are listed: to read (upload-pack, a pull permission is enough) or to
+/// push (receive-pack, whose advertisement carries what a push may use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Read,
+    Push,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

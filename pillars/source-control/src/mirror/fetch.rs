@@ -1,0 +1,364 @@
+//! Fetching from the source into the cache: our upload-pack client over HTTP (the listing
+//! read first is the advertisement; one round of wants and haves; the pack indexed as it
+//! streams in, connectivity checked), libgit2 for local paths and servers without
+//! `side-band-64k`; a new cache filled from the target first.
+
+use std::cell::Cell;
+use std::collections::{BTreeSet, BinaryHeap, HashSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use git2::{FetchOptions, Oid, Repository};
+
+use super::{GitMirror, MirrorJob};
+use crate::cache::{
+    cache_error, cache_io, cache_refs, open_cache, packs, packs_since, record_settled, settled,
+    update_cache_refs,
+};
+use crate::error::MirrorError;
+use crate::protocol::{PackDemux, encode_fetch};
+use crate::refs::RefMap;
+use crate::report::TransferProgress;
+use crate::task::{before, blocking};
+use crate::transport::{Endpoint, Location, Side};
+
+impl GitMirror {
+    /// Downloads what the cache lacks of the source's refs, then makes the cache's refs
+    /// exactly those (the haves of the next fetch). When the source offers
+    /// `side-band-64k` over HTTP, the pack comes through our client in one round, the
+    /// listing just read serving as the advertisement; else through libgit2.
+    pub(super) async fn fetch(
+        &self,
+        cache: &Path,
+        job: &MirrorJob,
+        listed: &Listed<'_>,
+        progress: &Arc<TransferProgress>,
+        deadline: Option<Instant>,
+    ) -> Result<Fetched, MirrorError> {
+        let (wanted, target_refs, offered) = (listed.source, listed.target, listed.offered);
+        let fetching = async {
+            let prepared = {
+                let (cache, job, wanted, target) =
+                    (cache.to_owned(), job.clone(), wanted.clone(), target_refs.clone());
+                let progress = Arc::clone(progress);
+                blocking(move || prepare_cache(&cache, &job, &wanted, &target, &progress, deadline))
+                    .await?
+            };
+            let mut fetched = Fetched { in_sync: prepared.in_sync, ..Fetched::default() };
+            if !prepared.missing.is_empty() {
+                let before = progress.bytes_received.load(Ordering::Relaxed);
+                let ours = matches!(job.source.location(), Ok(Location::Http))
+                    && offered.iter().any(|c| c == "side-band-64k");
+                fetched.pack = if ours {
+                    let request = fetch_request(offered, &prepared.missing, &prepared.haves);
+                    Some(self.download_pack(cache, job, request, progress).await?)
+                } else {
+                    let (cache, job) = (cache.to_owned(), job.clone());
+                    let progress = Arc::clone(progress);
+                    blocking(move || download_with_libgit2(&cache, &job, &progress, deadline))
+                        .await?
+                };
+                fetched.downloaded = true;
+                fetched.bytes = progress.bytes_received.load(Ordering::Relaxed) - before;
+            }
+            let (cache, job, wanted) = (cache.to_owned(), job.clone(), wanted.clone());
+            blocking(move || settle_cache(&cache, &job, &wanted)).await?;
+            Ok(fetched)
+        };
+        before(deadline, "fetching from the source", fetching).await
+    }
+
+    /// Sends upload-pack `request` to the source and indexes the pack of its answer into the
+    /// cache as it arrives (a thin pack is completed from the cache). Returns the pack file.
+    pub(super) async fn download_pack(
+        &self,
+        cache: &Path,
+        job: &MirrorJob,
+        request: Vec<u8>,
+        progress: &Arc<TransferProgress>,
+    ) -> Result<PathBuf, MirrorError> {
+        let mut answer = self.http.upload_pack(&job.source, Side::Source, request).await?;
+        let (sender, chunks) = tokio::sync::mpsc::channel(16);
+        let indexed = {
+            let (cache, job, progress) = (cache.to_owned(), job.clone(), Arc::clone(progress));
+            blocking(move || index_pack(&cache, &job, chunks, &progress))
+        };
+        while let Some(chunk) = answer.next().await {
+            let chunk = chunk?;
+            progress.bytes_received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if sender.send(chunk).await.is_err() {
+                break; // the indexer stopped; its error says why
+            }
+        }
+        drop(sender);
+        indexed.await
+    }
+}
+
+/// What the fetch found and brought.
+#[derive(Debug, Default)]
+pub(super) struct Fetched {
+    /// Objects came from the source.
+    pub(super) downloaded: bool,
+    /// Before the download, the cache's refs were the target's: the target has every object
+    /// the cache had, so the pack downloaded holds every object it lacks.
+    pub(super) in_sync: bool,
+    /// The pack the download wrote, when it wrote one.
+    pub(super) pack: Option<PathBuf>,
+    /// Bytes read from the source.
+    pub(super) bytes: u64,
+}
+
+/// Both sides' refs, and the capabilities of the source's upload-pack.
+pub(super) struct Listed<'a> {
+    pub(super) source: &'a RefMap,
+    pub(super) target: &'a RefMap,
+    pub(super) offered: &'a [String],
+}
+
+/// The cache before a download: whether its refs were the target's, which wanted objects
+/// it lacks, and the tips it has.
+struct Prepared {
+    in_sync: bool,
+    missing: Vec<Oid>,
+    haves: Vec<Oid>,
+}
+
+/// Opens the cache for [`GitMirror::fetch`]. A new cache (a fresh Lambda environment) is
+/// filled from the target first, so the source sends only what is new.
+fn prepare_cache(
+    cache_path: &Path,
+    job: &MirrorJob,
+    wanted: &RefMap,
+    target_refs: &RefMap,
+    progress: &TransferProgress,
+    deadline: Option<Instant>,
+) -> Result<Prepared, MirrorError> {
+    let cache = open_cache(cache_path)?;
+    let failed = |e: git2::Error| cache_error(cache_path, &e);
+    let keep_going = || deadline.is_none_or(|d| Instant::now() < d);
+    if cache_refs(&cache).map_err(failed)?.is_empty() && !target_refs.is_empty() {
+        match download(&cache, &job.target, progress, keep_going) {
+            Ok(()) => {
+                let odb = cache.odb().map_err(failed)?;
+                let present: RefMap = target_refs
+                    .iter()
+                    .filter(|(_, oid)| odb.exists(**oid))
+                    .map(|(n, o)| (n.clone(), *o))
+                    .collect();
+                update_cache_refs(&cache, &present).map_err(failed)?;
+                record_settled(cache_path).map_err(|e| cache_io(cache_path, &e))?;
+                tracing::info!(
+                    repository = job.name,
+                    refs = present.len(),
+                    "new cache filled from the target"
+                );
+            }
+            Err((error, _)) => {
+                tracing::warn!(
+                    repository = job.name,
+                    error = error.message(),
+                    "cannot fill the new cache from the target; fetching everything from the source"
+                );
+            }
+        }
+    }
+    let refs = cache_refs(&cache).map_err(failed)?;
+    let odb = cache.odb().map_err(failed)?;
+    let missing: BTreeSet<Oid> = wanted.values().copied().filter(|oid| !odb.exists(*oid)).collect();
+    // Objects the last run fetched and did not settle (it was killed in between) are in the
+    // cache but not in the target: then the cache's refs being the target's proves nothing.
+    let in_sync = refs == *target_refs && settled(cache_path);
+    let haves = if missing.is_empty() {
+        Vec::new()
+    } else {
+        haves(&cache, refs.into_values()).map_err(failed)?
+    };
+    Ok(Prepared { in_sync, missing: missing.into_iter().collect(), haves })
+}
+
+/// Commits offered to the source beyond the cache's tips, newest first.
+const HAVES_BEHIND_TIPS: usize = 256;
+
+/// The cache's tips and the newest commits behind them, as git's negotiation offers them
+/// first: a tip the source no longer has (a force-push, then gc) still finds its parents,
+/// so the source does not send the whole history again. Reads only the commits it offers
+/// (a revwalk sorted by time would load the whole history first).
+fn haves(cache: &Repository, tips: impl Iterator<Item = Oid>) -> Result<Vec<Oid>, git2::Error> {
+    let mut haves: BTreeSet<Oid> = tips.collect();
+    let mut seen = HashSet::new();
+    let mut newest = BinaryHeap::new();
+    let mut queue = |newest: &mut BinaryHeap<_>, commit: &git2::Commit<'_>| {
+        if seen.insert(commit.id()) {
+            newest.push((commit.time().seconds(), commit.id()));
+        }
+    };
+    for tip in &haves {
+        // A tag on a tree or a blob has no history to walk.
+        if let Ok(commit) = cache.find_object(*tip, None).and_then(|o| o.peel_to_commit()) {
+            queue(&mut newest, &commit);
+        }
+    }
+    let mut behind = 0;
+    while behind < HAVES_BEHIND_TIPS {
+        let Some((_, oid)) = newest.pop() else { break };
+        for parent in cache.find_commit(oid)?.parents() {
+            queue(&mut newest, &parent);
+        }
+        behind += usize::from(haves.insert(oid));
+    }
+    Ok(haves.into_iter().collect())
+}
+
+/// Makes the cache's refs `wanted`, once the download brought every object they name.
+fn settle_cache(cache_path: &Path, job: &MirrorJob, wanted: &RefMap) -> Result<(), MirrorError> {
+    let cache = open_cache(cache_path)?;
+    let failed = |e: git2::Error| cache_error(cache_path, &e);
+    let odb = cache.odb().map_err(failed)?;
+    let missing = wanted.values().filter(|oid| !odb.exists(**oid)).count();
+    // The source may have moved between listing and downloading; mirror what was listed,
+    // as long as the download brought it. Otherwise the next run catches up.
+    if missing > 0 {
+        return Err(MirrorError::Fetch {
+            url: job.source.display_url(),
+            error: format!("the source moved while fetching ({missing} refs); run again"),
+        });
+    }
+    update_cache_refs(&cache, wanted).map_err(failed)?;
+    record_settled(cache_path).map_err(|e| cache_io(cache_path, &e))
+}
+
+/// upload-pack's request for `missing`, with the capabilities we use of those `offered`.
+fn fetch_request(offered: &[String], missing: &[Oid], haves: &[Oid]) -> Vec<u8> {
+    let used: Vec<&str> = ["side-band-64k", "ofs-delta", "thin-pack", "no-progress"]
+        .into_iter()
+        .filter(|c| offered.iter().any(|o| o == c))
+        .collect();
+    encode_fetch(missing, haves, &used)
+}
+
+/// Writes the pack carried by upload-pack's answer, `chunks`, into the cache and indexes it.
+/// Nothing is left behind unless the whole pack arrived and was indexed.
+fn index_pack(
+    cache_path: &Path,
+    job: &MirrorJob,
+    mut chunks: tokio::sync::mpsc::Receiver<Bytes>,
+    progress: &TransferProgress,
+) -> Result<PathBuf, MirrorError> {
+    let cache = open_cache(cache_path)?;
+    let odb = cache.odb().map_err(|e| cache_error(cache_path, &e))?;
+    let directory = cache_path.join("objects/pack");
+    let failed = |message: String| download_error(job, cache_path, message);
+    // Every object is hashed as it is indexed, and (verify) every object a commit, tree or
+    // tag of the pack names must be in the pack or the cache: a pack that leaves a hole
+    // fails here, before any ref of the cache or the target moves.
+    let mut indexer = git2::Indexer::new(Some(&odb), &directory, 0, true)
+        .map_err(|e| failed(e.message().to_owned()))?;
+    indexer.progress(|stats| {
+        progress.objects_received.store(stats.received_objects() as u64, Ordering::Relaxed);
+        progress.objects_total.store(stats.total_objects() as u64, Ordering::Relaxed);
+        true
+    });
+    let mut demux = PackDemux::default();
+    while let Some(chunk) = chunks.blocking_recv() {
+        demux
+            .feed(&chunk, &mut |bytes| indexer.write_all(bytes).map_err(|e| e.to_string()))
+            .map_err(failed)?;
+    }
+    if !demux.ended() {
+        return Err(failed("the answer ended before the pack did; run again".to_owned()));
+    }
+    let name = indexer.commit().map_err(|e| failed(e.message().to_owned()))?;
+    Ok(directory.join(format!("pack-{name}.pack")))
+}
+
+/// Downloads from the source with libgit2 (a local path, or a server without side-band-64k);
+/// returns the pack it wrote, if it wrote one.
+fn download_with_libgit2(
+    cache_path: &Path,
+    job: &MirrorJob,
+    progress: &TransferProgress,
+    deadline: Option<Instant>,
+) -> Result<Option<PathBuf>, MirrorError> {
+    let cache = open_cache(cache_path)?;
+    let keep_going = || deadline.is_none_or(|d| Instant::now() < d);
+    let packs = packs(cache_path);
+    if let Err((error, refused)) = download(&cache, &job.source, progress, keep_going) {
+        return Err(fetch_error(job, cache_path, refused, &error, !keep_going()));
+    }
+    let mut new = packs_since(cache_path, &packs);
+    Ok((new.len() == 1).then(|| new.remove(0)))
+}
+
+/// Downloads from `from` the objects of its branches and tags the cache lacks; on failure,
+/// the error and whether credentials were refused.
+pub(crate) fn download(
+    cache: &Repository,
+    from: &Endpoint,
+    progress: &TransferProgress,
+    keep_going: impl Fn() -> bool,
+) -> Result<(), (git2::Error, bool)> {
+    let refused = Cell::new(false);
+    let mut callbacks = from.callbacks(&refused);
+    let start = progress.bytes_received.load(Ordering::Relaxed);
+    callbacks.transfer_progress(|stats| {
+        progress.objects_received.store(stats.received_objects() as u64, Ordering::Relaxed);
+        progress.objects_total.store(stats.total_objects() as u64, Ordering::Relaxed);
+        progress.bytes_received.store(start + stats.received_bytes() as u64, Ordering::Relaxed);
+        keep_going()
+    });
+    callbacks.sideband_progress(|_| keep_going());
+    let mut options = FetchOptions::new();
+    options.remote_callbacks(callbacks).download_tags(git2::AutotagOption::None);
+    let downloaded = cache.remote_anonymous(&from.url).and_then(|mut remote| {
+        remote.download(
+            &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+            Some(&mut options),
+        )
+    });
+    downloaded.map_err(|error| (error, refused.get()))
+}
+
+fn fetch_error(
+    job: &MirrorJob,
+    cache: &Path,
+    refused: bool,
+    error: &git2::Error,
+    late: bool,
+) -> MirrorError {
+    let url = job.source.display_url();
+    let message = error.message();
+    if late {
+        MirrorError::Deadline { phase: "fetching from the source" }
+    } else if refused
+        || error.code() == git2::ErrorCode::Auth
+        || message.contains("401")
+        || message.contains("403")
+    {
+        MirrorError::CredentialsRefused {
+            side: Side::Source,
+            url,
+            hint: Side::Source.credentials_hint(),
+        }
+    } else {
+        download_error(job, cache, message.to_owned())
+    }
+}
+
+/// A download that failed for `message`: a full work directory, or else the fetch.
+fn download_error(job: &MirrorJob, cache: &Path, message: String) -> MirrorError {
+    if message.contains("No space left on device") {
+        MirrorError::WorkDirFull {
+            path: cache.parent().unwrap_or(cache).to_owned(),
+            repository: job.name.clone(),
+            message,
+        }
+    } else {
+        MirrorError::Fetch { url: job.source.display_url(), error: message }
+    }
+}
