@@ -397,3 +397,52 @@ fn a_long_push_through_a_buffering_front_end_is_timed_by_progress_not_by_its_len
         heads_and_tags(&source.git, &server.url("app"))
     );
 }
+
+#[test]
+fn a_history_larger_than_the_targets_push_limit_is_pushed_in_steps_and_converges() {
+    let server = SourceServer::start(None);
+    let source = server.repository("app");
+    // 30 commits of 20 KiB that do not compress: about 600 KiB of history.
+    let mut state = 0x1234_5678_u32;
+    for n in 0..30 {
+        let noise: Vec<u8> = (0..20 * 1024)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state.to_le_bytes()[0]
+            })
+            .collect();
+        std::fs::write(source.work.join(format!("file-{}", n % 5)), noise).expect("write");
+        source.git(&["add", "."]);
+        source.commit(&format!("commit {n}"));
+    }
+    source.git(&["tag", "-a", "v1", "-m", "release"]);
+    source.git(&["branch", "side", "HEAD~10"]);
+    let repository = unique("in-steps");
+    create_codecommit_repository(&repository);
+    let work = tempfile::tempdir().expect("work dir");
+    // The first contact creates the repository behind the stand-in; then a 200 kB limit.
+    let empty = server.repository("empty");
+    assert_eq!(mirror(&server.url("empty"), &repository, work.path(), None).1, 0);
+    drop(empty);
+    let served = Path::new(&env("PILLAR_CODECOMMIT_REPOS_DIR")).join(format!("{repository}.git"));
+    ok(Git::plain().command().arg("--git-dir").arg(&served).args([
+        "config",
+        "receive.maxInputSize",
+        "200000",
+    ]));
+
+    let (report, code, errors) = mirror(&server.url("app"), &repository, work.path(), None);
+    assert_eq!(code, 0, "{errors}\n{report}");
+    assert!(errors.contains("pushing the history in steps"), "{errors}");
+    assert_eq!(report["refused"], serde_json::json!([]), "{report}");
+    assert_mirrored(&source, &server.url("app"), &repository);
+    let partial = ok(Git::plain()
+        .command()
+        .arg("--git-dir")
+        .arg(&served)
+        .args(["for-each-ref", "refs/pillars/"]));
+    assert!(partial.is_empty(), "the partial ref is removed: {partial}");
+    ok(Git::plain().command().arg("--git-dir").arg(&served).args(["fsck", "--no-dangling"]));
+}

@@ -317,7 +317,12 @@ pub(crate) fn download(
     options.remote_callbacks(callbacks).download_tags(git2::AutotagOption::None);
     let downloaded = cache.remote_anonymous(&from.url).and_then(|mut remote| {
         remote.download(
-            &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+            // A history pushed in steps is on its way in the target: seed from it too.
+            &[
+                "+refs/heads/*:refs/heads/*",
+                "+refs/tags/*:refs/tags/*",
+                "+refs/pillars/partial:refs/pillars/partial",
+            ],
             Some(&mut options),
         )
     });

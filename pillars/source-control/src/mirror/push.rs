@@ -143,8 +143,14 @@ impl GitMirror {
                     None => return Err(error),
                 },
             };
+            let why = outcomes(&answer, changes).into_iter().flatten().next().unwrap_or_default();
+            if answer.unpack.is_err() && too_large(&why) && changes.iter().any(|c| c.new.is_some())
+            {
+                accepted.extend(self.push_in_steps(to, changes, haves, &why, report).await?);
+                continue;
+            }
             match answer.unpack {
-                Err(reason) if changes.len() > 1 && !too_large(&reason) => {
+                Err(reason) if changes.len() > 1 => {
                     tracing::warn!(
                         repository = to.job.name,
                         refs = changes.len(),
@@ -170,6 +176,92 @@ impl GitMirror {
                         }
                     }
                 }
+            }
+        }
+        Ok(accepted)
+    }
+
+    /// Pushes `changes`, whose pack the target refused as too large (`why`), in steps:
+    /// a ref of our own (`refs/pillars/partial`) is moved along the first-parent history
+    /// of the first branch, oldest commits first, each step's pack holding only what is
+    /// new; a step still too large is halved. Then `changes` go with what is left, and
+    /// the partial ref is removed. Each step stays in the target: a run stopped by its
+    /// deadline leaves them there, and the next one sends only the rest.
+    async fn push_in_steps(
+        &self,
+        to: &Pushing<'_>,
+        changes: &[RefChange],
+        haves: &[Oid],
+        why: &str,
+        report: &mut MirrorReport,
+    ) -> Result<Vec<Oid>, MirrorError> {
+        let partial = RefName::from(PARTIAL);
+        let mut current = to.target.refs.iter().find(|(n, _)| *n == partial).map(|(_, o)| *o);
+        let mut haves = haves.to_vec();
+        haves.extend(current);
+        let chain = {
+            let (cache, wants, known) = (
+                to.cache.to_owned(),
+                changes.iter().filter_map(|c| c.new).collect(),
+                haves.clone(),
+            );
+            blocking(move || Ok(first_parent_chain(&cache, wants, &known))).await?
+        };
+        tracing::warn!(
+            repository = to.job.name,
+            commits = chain.len(),
+            why,
+            "the pack is too large for the target; pushing the history in steps"
+        );
+        let refuse_all = |report: &mut MirrorReport, reason: &str| {
+            for change in changes {
+                report.refuse(change, reason.to_owned());
+            }
+        };
+        let (mut steps, mut done) = (4_usize, 0_usize);
+        while done < chain.len() {
+            let size = chain.len().div_ceil(steps).max(1);
+            let tip = chain[(done + size).min(chain.len()) - 1];
+            let step = [RefChange { name: partial.clone(), old: current, new: Some(tip) }];
+            let plan = PackPlan { wants: vec![tip], haves: haves.clone() };
+            let outcome = match self.push_once(to, &step, Objects::Build(plan)).await {
+                Ok(answer) => outcomes(&answer, &step).remove(0),
+                Err(error) => Some(batch_refusal(&error).ok_or(error)?),
+            };
+            match outcome {
+                None => {
+                    (current, done) = (Some(tip), (done + size).min(chain.len()));
+                    haves.push(tip);
+                }
+                Some(reason) if too_large(&reason) && size > 1 => steps *= 2,
+                Some(reason) => {
+                    refuse_all(report, &format!("pushed in steps, one was refused: {reason}"));
+                    return Ok(Vec::new());
+                }
+            }
+        }
+        let wants = changes.iter().filter_map(|c| c.new).collect();
+        let objects = Objects::Build(PackPlan { wants, haves });
+        let answer = match self.push_once(to, changes, objects).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                Report { unpack: Err(batch_refusal(&error).ok_or(error)?), ..Report::default() }
+            }
+        };
+        let mut accepted = Vec::new();
+        for (change, outcome) in changes.iter().zip(outcomes(&answer, changes)) {
+            match outcome {
+                None => {
+                    report.accept(change);
+                    accepted.extend(change.new);
+                }
+                Some(reason) => report.refuse(change, reason),
+            }
+        }
+        if let Some(tip) = current {
+            let removal = [RefChange { name: partial, old: Some(tip), new: None }];
+            if let Err(error) = self.push_once(to, &removal, Objects::None).await {
+                tracing::warn!(%error, "the partial ref stays until the next run");
             }
         }
         Ok(accepted)
@@ -442,4 +534,32 @@ fn moved_back(cache_path: &Path, upserts: &[RefChange]) -> HashSet<RefName> {
         })
         .map(|change| change.name.clone())
         .collect()
+}
+
+/// The ref a push in steps moves along the history; never fetched by builds.
+pub(crate) const PARTIAL: &str = "refs/pillars/partial";
+
+/// The first-parent history of the first of `wants` that is a commit, oldest first, down
+/// to a commit in `known` (the target has it) or the root.
+fn first_parent_chain(cache: &Path, wants: Vec<Oid>, known: &[Oid]) -> Vec<Oid> {
+    let Ok(cache) = Repository::open_bare(cache) else { return Vec::new() };
+    let known: HashSet<Oid> = known.iter().copied().collect();
+    let Some(mut commit) =
+        wants.iter().find_map(|w| cache.find_object(*w, None).ok()?.peel_to_commit().ok())
+    else {
+        return Vec::new();
+    };
+    let mut chain = Vec::new();
+    loop {
+        if known.contains(&commit.id()) {
+            break;
+        }
+        chain.push(commit.id());
+        match commit.parent(0) {
+            Ok(parent) => commit = parent,
+            Err(_) => break,
+        }
+    }
+    chain.reverse();
+    chain
 }
