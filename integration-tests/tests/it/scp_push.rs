@@ -101,6 +101,9 @@ fn the_fetched_pack_is_forwarded_to_a_target_in_sync_and_a_pack_built_for_one_th
 
     let cold = mirror(&url, &repository, work.path());
     assert_eq!(cold["forwarded"], true, "an empty target takes the whole fetched pack: {cold}");
+    assert_eq!(cold["streamed"], true, "in one pass, as it arrived from the source: {cold}");
+    let served = served_repository(&repository);
+    ok(Git::plain().command().arg("--git-dir").arg(&served).args(["fsck", "--no-dangling"]));
     assert_mirrored(&source, &url, &repository);
 
     // One small commit: the target has almost everything, the pack sent is small.
@@ -120,7 +123,6 @@ fn the_fetched_pack_is_forwarded_to_a_target_in_sync_and_a_pack_built_for_one_th
     assert_mirrored(&source, &url, &repository);
 
     // Someone pushed to the mirror: it drifted, so the push gets a pack built for it.
-    let served = served_repository(&repository);
     ok(Git::plain().command().arg("--git-dir").arg(&served).args(["branch", "intruder", "main~3"]));
     source.commit("another");
     let drifted = mirror(&url, &repository, work.path());
@@ -238,4 +240,25 @@ fn a_push_cut_off_halfway_is_mirrored_again_from_new_listings_in_the_same_run() 
     assert_mirrored(&source, &url, &repository);
     let served = served_repository(&repository);
     ok(Git::plain().command().arg("--git-dir").arg(&served).args(["fsck", "--no-dangling"]));
+}
+
+#[test]
+fn a_source_cut_off_while_its_pack_streams_to_an_empty_target_moves_no_ref() {
+    let server = SourceServer::start(None);
+    let (source, url, repository) = app_and_repository(&server, 30, "cut-stream");
+    let work = tempfile::tempdir().expect("work dir");
+    // The source's answer dies after 200 KiB of its 600 KiB pack, while the target is
+    // already receiving it.
+    let upstream = url.trim_start_matches("http://").split('/').next().expect("host:port");
+    let proxy = CuttingProxy::start(upstream.parse().expect("address"), 200 * 1024);
+    let cut = url.replace(upstream, &proxy.address.to_string());
+    let (report, succeeded) = mirror_into(&cut, &repository, work.path(), None);
+    assert!(!succeeded && proxy.cuts() == 1, "{report}");
+    assert!(target_refs(&repository).is_empty(), "a ref moved on a pack cut short");
+    let served = served_repository(&repository);
+    ok(Git::plain().command().arg("--git-dir").arg(&served).args(["fsck", "--no-dangling"]));
+
+    let again = mirror(&cut, &repository, work.path());
+    assert_eq!(again["streamed"], true, "{again}");
+    assert_mirrored(&source, &url, &repository);
 }

@@ -46,6 +46,9 @@ pub(crate) fn receive<'repo>(
                 .and_then(|mut file| std::io::copy(&mut file, &mut writer));
             Some((writer, copied.map(drop)))
         }
+        Objects::Stream(_) => {
+            return Err(git2::Error::from_str("a pack is streamed to smart HTTP targets only"));
+        }
         Objects::Build(plan) => {
             let mut writer = odb.packwriter()?;
             let mut written = Ok(());

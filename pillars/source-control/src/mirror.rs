@@ -17,8 +17,9 @@ pub use crate::transport::{Service, Side};
 
 use crate::cache::{cache_error, open_cache};
 use crate::local;
-use crate::pack::{Objects, PackPlan};
+use crate::pack::{Objects, PackPlan, StreamedPack};
 use crate::protocol::Advertisement;
+use crate::protocol::Report;
 use crate::refs::{MAX_REFS_PER_PUSH, RefChange, RefName, RefPlan, mirrored};
 use crate::safeguards::{KeptRef, Safeguards, kept_refs};
 use crate::smart_http::SmartHttp;
@@ -138,24 +139,6 @@ impl GitMirror {
         );
         let listed =
             Listed { source: &source_refs, target: &target_refs, offered: &source.capabilities };
-        let fetched = match self.fetch(&cache.path, job, &listed, &progress, deadline).await {
-            Err(MirrorError::WorkDirFull { .. }) => {
-                tracing::warn!(
-                    repository = job.name,
-                    "work directory full; evicting every other cache"
-                );
-                work.evict_all_but(&job.name);
-                self.fetch(&cache.path, job, &listed, &progress, deadline).await?
-            }
-            other => other?,
-        };
-        let fetch_ms = elapsed_ms(started);
-        tracing::debug!(
-            repository = job.name,
-            bytes = fetched.bytes,
-            in_sync = fetched.in_sync,
-            "fetched"
-        );
         let mut plan = RefPlan::between(&source_refs, &target_refs);
         if let Some(head) = &source.head {
             plan.push_first(head);
@@ -169,6 +152,54 @@ impl GitMirror {
                 "mass deletion held: none of these deletions is made"
             );
         }
+        let sent_before = progress.bytes_sent.load(Ordering::Relaxed);
+        let to =
+            Pushing { job, cache: &cache.path, target: &target, progress: &progress, deadline };
+        // An empty target takes the whole pack a source sends when the cache has nothing to
+        // offer: it goes to the target as it arrives, while the cache indexes it (the target
+        // checks it before any ref moves), so a cold mirror costs the slower of the fetch
+        // and the target's indexing, not both in turn.
+        let one_pass = target.refs.is_empty()
+            && !plan.upserts.is_empty()
+            && matches!(job.target.location(), Ok(Location::Http));
+        let first_batch: Vec<RefChange> =
+            plan.upserts.iter().take(MAX_REFS_PER_PUSH).cloned().collect();
+        let (tee, pack) = match one_pass {
+            true => {
+                let (sender, receiver) = tokio::sync::mpsc::channel(16);
+                (Some(sender), Some(receiver))
+            }
+            false => (None, None),
+        };
+        let streaming = async {
+            let mut rest = pack?;
+            let first = rest.recv().await?;
+            let objects = Objects::Stream(StreamedPack { first, rest });
+            Some(self.push_once(&to, &first_batch, objects).await)
+        };
+        let (fetched, streamed) = tokio::join!(
+            self.fetch(&cache.path, job, &listed, &progress, deadline, tee),
+            streaming
+        );
+        let fetched = match fetched {
+            Err(MirrorError::WorkDirFull { .. }) => {
+                tracing::warn!(
+                    repository = job.name,
+                    "work directory full; evicting every other cache"
+                );
+                work.evict_all_but(&job.name);
+                self.fetch(&cache.path, job, &listed, &progress, deadline, None).await?
+            }
+            other => other?,
+        };
+        let fetch_ms = elapsed_ms(started);
+        tracing::debug!(
+            repository = job.name,
+            bytes = fetched.bytes,
+            in_sync = fetched.in_sync,
+            streamed = streamed.is_some(),
+            "fetched"
+        );
         let lfs = {
             let (cache, refs) = (cache.path.clone(), source_refs.clone());
             blocking(move || {
@@ -194,9 +225,22 @@ impl GitMirror {
             fetch_ms,
             ..MirrorReport::default()
         };
-        let sent_before = progress.bytes_sent.load(Ordering::Relaxed);
-        let to =
-            Pushing { job, cache: &cache.path, target: &target, progress: &progress, deadline };
+        let mut haves: Vec<Oid> = target.refs.iter().map(|(_, oid)| *oid).collect();
+        let streamed_rest = match streamed {
+            None => None,
+            Some(answer) => {
+                report.forwarded = true;
+                report.streamed = true;
+                let answer = match answer {
+                    Ok(answer) => answer,
+                    Err(error) => Report {
+                        unpack: Err(batch_refusal(&error).ok_or(error)?),
+                        ..Report::default()
+                    },
+                };
+                Some(self.record_forwarded(&first_batch, &answer, &mut haves, &mut report))
+            }
+        };
         self.keep_old_tips(&to, &mut plan, &mut report).await?;
         let today = time::OffsetDateTime::now_utc().date();
         let expired: Vec<RefChange> = kept_refs(&target.refs)
@@ -204,7 +248,6 @@ impl GitMirror {
             .filter(|kept| kept.expired(today, job.safeguards.kept_days))
             .map(|kept| kept.removal())
             .collect();
-        let mut haves: Vec<Oid> = target.refs.iter().map(|(_, oid)| *oid).collect();
         for batch in plan.deletions.chunks(MAX_REFS_PER_PUSH) {
             self.push(&to, batch, &haves, &mut report).await?;
         }
@@ -227,11 +270,15 @@ impl GitMirror {
         // built for it. (A download that left no single pack has nothing to forward.)
         let forwardable = fetched.in_sync && (fetched.pack.is_some() || !fetched.downloaded);
         let mut pack = fetched.pack;
+        let mut streamed_rest = streamed_rest;
         for batch in plan.upserts.chunks(MAX_REFS_PER_PUSH) {
             let mut rest = batch.to_vec();
-            if forwardable {
-                let objects =
-                    pack.take().map_or(Objects::Build(PackPlan::default()), Objects::Forward);
+            if let Some(refused) = streamed_rest.take() {
+                rest = refused;
+            } else if fetched.streamed || forwardable {
+                // Once streamed, later batches need no new object either.
+                let pack = pack.take().filter(|_| !fetched.streamed);
+                let objects = pack.map_or(Objects::Build(PackPlan::default()), Objects::Forward);
                 report.forwarded |= matches!(objects, Objects::Forward(_));
                 rest = self.push_forwarded(&to, batch, objects, &mut haves, &mut report).await?;
             }
@@ -340,7 +387,7 @@ impl GitMirror {
         let listed =
             Listed { source: &source_refs, target: &target_refs, offered: &source.capabilities };
         let progress = self.progress.clone().unwrap_or_default();
-        self.fetch(&cache.path, job, &listed, &progress, None).await?;
+        self.fetch(&cache.path, job, &listed, &progress, None, None).await?;
         let path = cache.path.clone();
         blocking(move || Ok(crate::lfs::tips_using_lfs(&open_cache(&path)?, &source_refs))).await
     }

@@ -73,7 +73,7 @@ fn insert(
 }
 
 /// What a push sends after its commands.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) enum Objects {
     /// Nothing: the push only deletes.
     None,
@@ -81,6 +81,15 @@ pub(crate) enum Objects {
     Forward(PathBuf),
     /// A pack built from the cache (empty for `PackPlan::default()`).
     Build(PackPlan),
+    /// The pack the fetch is receiving, as it arrives (see the fetch's tee).
+    Stream(StreamedPack),
+}
+
+/// A pack arriving from a fetch: its first piece, already read, and the rest to come.
+#[derive(Debug)]
+pub(crate) struct StreamedPack {
+    pub first: std::io::Result<bytes::Bytes>,
+    pub rest: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
 }
 
 #[cfg(test)]

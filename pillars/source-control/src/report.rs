@@ -32,6 +32,8 @@ pub struct MirrorReport {
     /// Whether the pack fetched went to the target as it came (the target was in sync),
     /// rather than a pack built for the push.
     pub forwarded: bool,
+    /// Whether that pack went to the target as it arrived from the source (one pass).
+    pub streamed: bool,
     /// Bytes read from the source, and pack bytes sent to the target.
     pub bytes_from_source: u64,
     pub bytes_to_target: u64,

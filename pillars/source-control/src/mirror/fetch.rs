@@ -39,6 +39,7 @@ impl GitMirror {
         listed: &Listed<'_>,
         progress: &Arc<TransferProgress>,
         deadline: Option<Instant>,
+        tee: Option<Tee>,
     ) -> Result<Fetched, MirrorError> {
         let (wanted, target_refs, offered) = (listed.source, listed.target, listed.offered);
         let fetching = async {
@@ -56,7 +57,11 @@ impl GitMirror {
                     && offered.iter().any(|c| c == "side-band-64k");
                 fetched.pack = if ours {
                     let request = fetch_request(offered, &prepared.missing, &prepared.haves);
-                    Some(self.download_pack(cache, job, request, progress).await?)
+                    // Without haves the source sends a whole (not thin) pack: what an empty
+                    // target needs, as it arrives.
+                    let tee = tee.filter(|_| prepared.haves.is_empty());
+                    fetched.streamed = tee.is_some();
+                    Some(self.download_pack(cache, job, request, progress, tee).await?)
                 } else {
                     let (cache, job) = (cache.to_owned(), job.clone());
                     let progress = Arc::clone(progress);
@@ -81,12 +86,13 @@ impl GitMirror {
         job: &MirrorJob,
         request: Vec<u8>,
         progress: &Arc<TransferProgress>,
+        tee: Option<Tee>,
     ) -> Result<PathBuf, MirrorError> {
         let mut answer = self.http.upload_pack(&job.source, Side::Source, request).await?;
         let (sender, chunks) = tokio::sync::mpsc::channel(16);
         let indexed = {
             let (cache, job, progress) = (cache.to_owned(), job.clone(), Arc::clone(progress));
-            blocking(move || index_pack(&cache, &job, chunks, &progress))
+            blocking(move || index_pack(&cache, &job, chunks, &progress, tee))
         };
         while let Some(chunk) = answer.next().await {
             let chunk = chunk?;
@@ -110,6 +116,8 @@ pub(super) struct Fetched {
     pub(super) in_sync: bool,
     /// The pack the download wrote, when it wrote one.
     pub(super) pack: Option<PathBuf>,
+    /// The pack also went, as it arrived, to the tee the fetch was given.
+    pub(super) streamed: bool,
     /// Bytes read from the source.
     pub(super) bytes: u64,
 }
@@ -249,6 +257,54 @@ fn index_pack(
     job: &MirrorJob,
     mut chunks: tokio::sync::mpsc::Receiver<Bytes>,
     progress: &TransferProgress,
+    tee: Option<Tee>,
+) -> Result<PathBuf, MirrorError> {
+    let mut tee = tee.map(|sender| TeeWriter { sender, held: None });
+    let indexed = index_into(cache_path, job, &mut chunks, progress, &mut tee);
+    if let Some(tee) = tee {
+        tee.finish(indexed.as_ref().map(drop).map_err(ToString::to_string));
+    }
+    indexed
+}
+
+/// The pack's bytes as they are indexed, for a push to the target at the same time.
+pub(super) type Tee = tokio::sync::mpsc::Sender<std::io::Result<Bytes>>;
+
+/// Sends the pack to a [`Tee`], one piece behind: the last piece (with the pack's checksum)
+/// goes only once the cache has indexed and checked the whole pack, so a target never
+/// gets a complete pack the cache refused.
+struct TeeWriter {
+    sender: Tee,
+    held: Option<Bytes>,
+}
+
+impl TeeWriter {
+    fn write(&mut self, bytes: &[u8]) {
+        if let Some(previous) = self.held.replace(Bytes::copy_from_slice(bytes))
+            && self.sender.blocking_send(Ok(previous)).is_err()
+        {
+            // The push stopped; its own error says why. Indexing goes on.
+            self.held = None;
+        }
+    }
+
+    fn finish(self, indexed: Result<(), String>) {
+        let last = match indexed {
+            Ok(()) => self.held.map(Ok),
+            Err(error) => Some(Err(std::io::Error::other(format!("the fetch failed: {error}")))),
+        };
+        if let Some(last) = last {
+            let _ = self.sender.blocking_send(last);
+        }
+    }
+}
+
+fn index_into(
+    cache_path: &Path,
+    job: &MirrorJob,
+    chunks: &mut tokio::sync::mpsc::Receiver<Bytes>,
+    progress: &TransferProgress,
+    tee: &mut Option<TeeWriter>,
 ) -> Result<PathBuf, MirrorError> {
     let cache = open_cache(cache_path)?;
     let odb = cache.odb().map_err(|e| cache_error(cache_path, &e))?;
@@ -267,7 +323,12 @@ fn index_pack(
     let mut demux = PackDemux::default();
     while let Some(chunk) = chunks.blocking_recv() {
         demux
-            .feed(&chunk, &mut |bytes| indexer.write_all(bytes).map_err(|e| e.to_string()))
+            .feed(&chunk, &mut |bytes| {
+                if let Some(tee) = tee.as_mut() {
+                    tee.write(bytes);
+                }
+                indexer.write_all(bytes).map_err(|e| e.to_string())
+            })
             .map_err(failed)?;
     }
     if !demux.ended() {

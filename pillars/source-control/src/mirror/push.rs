@@ -18,7 +18,7 @@ use super::{GitMirror, MirrorJob};
 use crate::cache::open_cache;
 use crate::error::MirrorError;
 use crate::local;
-use crate::pack::{self, Objects, PackPlan};
+use crate::pack::{self, Objects, PackPlan, StreamedPack};
 use crate::protocol::{Advertisement, Command, Report, encode_commands};
 use crate::refs::{MAX_REFS_PER_PUSH, RefChange, RefName, RefPlan};
 use crate::report::{MirrorReport, TransferProgress};
@@ -97,8 +97,20 @@ impl GitMirror {
                 None => return Err(error),
             },
         };
+        Ok(self.record_forwarded(batch, &answer, haves, report))
+    }
+
+    /// Records what the target took of `batch` pushed with a fetched pack; returns the
+    /// changes it refused, for a pack built for them.
+    pub(super) fn record_forwarded(
+        &self,
+        batch: &[RefChange],
+        answer: &Report,
+        haves: &mut Vec<Oid>,
+        report: &mut MirrorReport,
+    ) -> Vec<RefChange> {
         let mut refused = Vec::new();
-        for (change, outcome) in batch.iter().zip(outcomes(&answer, batch)) {
+        for (change, outcome) in batch.iter().zip(outcomes(answer, batch)) {
             match outcome {
                 None => {
                     report.accept(change);
@@ -114,7 +126,7 @@ impl GitMirror {
                 }
             }
         }
-        Ok(refused)
+        refused
     }
 
     /// Pushes one batch, splitting it when the target cannot store its objects, so that
@@ -348,6 +360,15 @@ impl GitMirror {
                     message: format!("the fetched pack: {e}"),
                 })?;
                 let pack = tokio_util::io::ReaderStream::with_capacity(file, SEND_CHUNK);
+                let request = commands.chain(counted(pack, progress));
+                let sent = self.http.receive_pack(&job.target, request, sideband, report_status);
+                return before(deadline, "pushing", sent).await;
+            }
+            Objects::Stream(StreamedPack { first, rest }) => {
+                let rest = futures_util::stream::unfold(rest, |mut rest| async move {
+                    rest.recv().await.map(|item| (item, rest))
+                });
+                let pack = futures_util::stream::once(async move { first }).chain(rest);
                 let request = commands.chain(counted(pack, progress));
                 let sent = self.http.receive_pack(&job.target, request, sideband, report_status);
                 return before(deadline, "pushing", sent).await;
