@@ -49,7 +49,24 @@ test('mirror: 15 minutes, the manifest\'s storage and concurrency, batch failure
     MemorySize: 1024,
     EphemeralStorage: { Size: 2048 },
     ReservedConcurrentExecutions: 2,
-    Environment: { Variables: { PILLARS_MANIFEST: '/opt/pillars.toml', CREATE_REPOSITORIES: 'false' } },
+    Environment: {
+      Variables: {
+        PILLARS_MANIFEST: '/opt/pillars.toml',
+        CREATE_REPOSITORIES: 'false',
+        // A failed request comes back soon: the function sets its visibility on this queue.
+        MIRROR_QUEUE_URL: { Ref: Match.stringLikeRegexp('^SourceControlMirrorRequests') },
+      },
+    },
+  });
+  built.hasResourceProperties('AWS::IAM::Policy', {
+    PolicyDocument: {
+      Statement: Match.arrayWith([
+        Match.objectLike({
+          Action: Match.arrayWith(['sqs:ChangeMessageVisibility']),
+          Resource: { 'Fn::GetAtt': [Match.stringLikeRegexp('^SourceControlMirrorRequests'), 'Arn'] },
+        }),
+      ]),
+    },
   });
   built.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
     BatchSize: 10,
