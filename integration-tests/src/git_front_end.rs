@@ -30,6 +30,8 @@ pub struct Script {
     pub charset: bool,
     /// Ref listings are redirected (301) to this base URL, the rest of the path kept.
     pub redirect_listings_to: Option<String>,
+    /// These capabilities are taken out of every ref listing (a server that lacks them).
+    pub strip_capabilities: Vec<String>,
     /// Request bodies are read whole, this many bytes per 100 ms, before the upstream gets
     /// them (a buffering front end on a slow link).
     pub buffer_upload_bytes_per_tick: Option<usize>,
@@ -134,6 +136,9 @@ async fn handle(State(front): State<Arc<FrontEnd>>, request: Request) -> Respons
             if listing && script.cut_listings {
                 return cut_last_flush(response).await;
             }
+            if listing && !script.strip_capabilities.is_empty() {
+                return without_capabilities(response, &script.strip_capabilities).await;
+            }
             response
         }
         Err(error) => (StatusCode::BAD_GATEWAY, format!("{error}\n")).into_response(),
@@ -148,6 +153,42 @@ async fn cut_last_flush(response: Response) -> Response {
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::TRANSFER_ENCODING);
     Response::from_parts(parts, Body::from(cut))
+}
+
+/// The listing with `strip` taken out of the capabilities its first ref line carries.
+async fn without_capabilities(response: Response, strip: &[String]) -> Response {
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default().to_vec();
+    let mut out = Vec::new();
+    let mut rest = bytes.as_slice();
+    while rest.len() >= 4 {
+        let length = std::str::from_utf8(&rest[..4])
+            .ok()
+            .and_then(|h| usize::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+        if length < 4 {
+            out.extend_from_slice(&rest[..4]);
+            rest = &rest[4..];
+            continue;
+        }
+        let mut payload = rest[4..length].to_vec();
+        if let Some(nul) = payload.iter().position(|b| *b == 0) {
+            let capabilities = String::from_utf8_lossy(&payload[nul + 1..]).into_owned();
+            let kept: Vec<&str> = capabilities
+                .trim_end_matches('\n')
+                .split(' ')
+                .filter(|c| !strip.iter().any(|s| s == c))
+                .collect();
+            payload.truncate(nul + 1);
+            payload.extend_from_slice(format!("{}\n", kept.join(" ")).as_bytes());
+        }
+        out.extend_from_slice(format!("{:04x}", payload.len() + 4).as_bytes());
+        out.extend_from_slice(&payload);
+        rest = &rest[length..];
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    Response::from_parts(parts, Body::from(out))
 }
 
 async fn forward(

@@ -17,6 +17,7 @@ use source_control::service::RetryVisibility;
 use source_control::transport::{Auth, Endpoint};
 use source_control::workdir::WorkDir;
 
+use crate::scp_push::noise;
 use crate::source_control::{assert_mirrored, create_fifo_queue, mirrorer_in, write_manifest};
 use crate::support::{
     Git, SourceServer, create_codecommit_repository, env, heads_and_tags, ok, pillar, run, runtime,
@@ -115,16 +116,8 @@ fn a_pack_too_large_for_the_target_is_refused_per_ref_in_its_words_and_the_rest_
     ]));
 
     // 300 KiB that does not compress, and a deleted branch.
-    let mut state = 0x2545_f491_u32;
-    let noise: Vec<u8> = (0..300 * 1024)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state.to_le_bytes()[0]
-        })
-        .collect();
-    std::fs::write(source.work.join("big"), noise).expect("write");
+    let data = noise(300 * 1024, 0x2545_f491);
+    std::fs::write(source.work.join("big"), data).expect("write");
     source.git(&["add", "big"]);
     source.commit("big");
     source.git(&["branch", "-D", "old"]);
@@ -364,16 +357,8 @@ fn a_long_push_through_a_buffering_front_end_is_timed_by_progress_not_by_its_len
 
     let server = SourceServer::start(None);
     let source = server.repository("app");
-    let mut state = 0x9e37_79b9_u32;
-    let noise: Vec<u8> = (0..3 * 1024 * 1024)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state.to_le_bytes()[0]
-        })
-        .collect();
-    std::fs::write(source.work.join("big"), noise).expect("write");
+    let data = noise(3 * 1024 * 1024, 0x9e37_79b9);
+    std::fs::write(source.work.join("big"), data).expect("write");
     source.git(&["add", "big"]);
     source.commit("three MiB that do not compress");
     let job = MirrorJob {
@@ -403,17 +388,9 @@ fn a_history_larger_than_the_targets_push_limit_is_pushed_in_steps_and_converges
     let server = SourceServer::start(None);
     let source = server.repository("app");
     // 30 commits of 20 KiB that do not compress: about 600 KiB of history.
-    let mut state = 0x1234_5678_u32;
     for n in 0..30 {
-        let noise: Vec<u8> = (0..20 * 1024)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                state.to_le_bytes()[0]
-            })
-            .collect();
-        std::fs::write(source.work.join(format!("file-{}", n % 5)), noise).expect("write");
+        let data = noise(20 * 1024, 0x1234_5678 + n as u32);
+        std::fs::write(source.work.join(format!("file-{}", n % 5)), data).expect("write");
         source.git(&["add", "."]);
         source.commit(&format!("commit {n}"));
     }
@@ -445,4 +422,36 @@ fn a_history_larger_than_the_targets_push_limit_is_pushed_in_steps_and_converges
         .args(["for-each-ref", "refs/pillars/"]));
     assert!(partial.is_empty(), "the partial ref is removed: {partial}");
     ok(Git::plain().command().arg("--git-dir").arg(&served).args(["fsck", "--no-dangling"]));
+}
+
+#[test]
+fn a_target_without_report_status_has_its_outcomes_read_from_a_new_listing() {
+    let server = SourceServer::start(None);
+    let source = server.repository("app");
+    source.commit("one");
+    source.git(&["branch", "forbidden"]);
+    source.git(&["branch", "fine"]);
+    let repository = unique("no-report-status");
+    create_codecommit_repository(&repository);
+    let work = tempfile::tempdir().expect("work dir");
+    let empty = server.repository("empty");
+    assert_eq!(mirror(&server.url("empty"), &repository, work.path(), None).1, 0);
+    drop(empty);
+    let hook = Path::new(&env("PILLAR_CODECOMMIT_REPOS_DIR"))
+        .join(format!("{repository}.git/hooks/update"));
+    std::fs::write(&hook, "#!/bin/sh\n[ \"$1\" != refs/heads/forbidden ]\n").expect("hook");
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let script = Script {
+        strip_capabilities: vec!["report-status".to_owned(), "report-status-v2".to_owned()],
+        ..Script::default()
+    };
+    let front = codecommit_front_end(script);
+    let (report, code, _) =
+        mirror(&server.url("app"), &repository, work.path(), Some(&front.url()));
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["refused"][0]["name"], "refs/heads/forbidden", "{report}");
+    let created: Vec<&str> =
+        report["created"].as_array().expect("created").iter().filter_map(Value::as_str).collect();
+    assert_eq!(created, ["refs/heads/main", "refs/heads/fine"], "{report}");
 }

@@ -40,7 +40,7 @@ fn mirror(source: &str, repository: &str, work: &Path) -> Value {
 }
 
 /// `len` bytes that compression cannot shrink, different for each `seed`.
-fn noise(len: usize, seed: u32) -> Vec<u8> {
+pub(crate) fn noise(len: usize, seed: u32) -> Vec<u8> {
     let mut state = seed.wrapping_mul(2_654_435_761) | 1;
     (0..len)
         .map(|_| {

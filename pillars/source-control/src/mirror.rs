@@ -358,12 +358,7 @@ impl GitMirror {
         if !plan.upserts.is_empty() {
             let answer =
                 self.push_once(&to, &plan.upserts, Objects::Build(PackPlan::default())).await?;
-            for (change, outcome) in plan.upserts.iter().zip(outcomes(&answer, &plan.upserts)) {
-                match outcome {
-                    None => report.accept(change),
-                    Some(reason) => report.refuse(change, reason),
-                }
-            }
+            report.record(&plan.upserts, outcomes(&answer, &plan.upserts));
         }
         Ok((kept, report))
     }

@@ -68,6 +68,25 @@ impl MirrorReport {
         list.push(change.name.clone());
     }
 
+    /// Records each change's outcome (`None`: taken); returns the new values taken.
+    pub(crate) fn record(
+        &mut self,
+        changes: &[RefChange],
+        outcomes: Vec<Option<String>>,
+    ) -> Vec<git2::Oid> {
+        let mut taken = Vec::new();
+        for (change, outcome) in changes.iter().zip(outcomes) {
+            match outcome {
+                None => {
+                    self.accept(change);
+                    taken.extend(change.new);
+                }
+                Some(reason) => self.refuse(change, reason),
+            }
+        }
+        taken
+    }
+
     pub(crate) fn refuse(&mut self, change: &RefChange, reason: impl Into<String>) {
         self.refused.push(Refusal { name: change.name.clone(), reason: reason.into() });
     }

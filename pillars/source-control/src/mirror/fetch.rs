@@ -310,10 +310,14 @@ fn index_into(
     let odb = cache.odb().map_err(|e| cache_error(cache_path, &e))?;
     let directory = cache_path.join("objects/pack");
     let failed = |message: String| download_error(job, cache_path, message);
-    // Every object is hashed as it is indexed, and (verify) every object a commit, tree or
-    // tag of the pack names must be in the pack or the cache: a pack that leaves a hole
-    // fails here, before any ref of the cache or the target moves.
-    let mut indexer = git2::Indexer::new(Some(&odb), &directory, 0, true)
+    // Every object is hashed as it is indexed. Into a cache that holds objects already (a
+    // thin pack, completed from it), `verify` also checks that every object a commit, tree
+    // or tag of the pack names is in the pack or the cache, so a pack that leaves a hole
+    // fails here. Not for a first, whole pack: libgit2 then rescans the pack directory at
+    // every object not yet seen (a 10k-commit clone took 12 s instead of 0.2 s), and the
+    // target's receive-pack checks the connectivity of what it takes anyway.
+    let verify = !packs(cache_path).is_empty();
+    let mut indexer = git2::Indexer::new(Some(&odb), &directory, 0, verify)
         .map_err(|e| failed(e.message().to_owned()))?;
     indexer.progress(|stats| {
         progress.objects_received.store(stats.received_objects() as u64, Ordering::Relaxed);

@@ -172,22 +172,8 @@ impl GitMirror {
                     let (first, second) = changes.split_at(changes.len() / 2);
                     pending.extend([second, first]);
                 }
-                Err(_) => {
-                    for (change, reason) in changes.iter().zip(outcomes(&answer, changes)) {
-                        report.refuse(change, reason.unwrap_or_default());
-                    }
-                }
-                Ok(()) => {
-                    for (change, outcome) in changes.iter().zip(outcomes(&answer, changes)) {
-                        match outcome {
-                            None => {
-                                report.accept(change);
-                                accepted.extend(change.new);
-                            }
-                            Some(reason) => report.refuse(change, reason),
-                        }
-                    }
-                }
+                // Taken or refused ref by ref; a failed unpack refuses them all.
+                _ => accepted.extend(report.record(changes, outcomes(&answer, changes))),
             }
         }
         Ok(accepted)
@@ -260,16 +246,7 @@ impl GitMirror {
                 Report { unpack: Err(batch_refusal(&error).ok_or(error)?), ..Report::default() }
             }
         };
-        let mut accepted = Vec::new();
-        for (change, outcome) in changes.iter().zip(outcomes(&answer, changes)) {
-            match outcome {
-                None => {
-                    report.accept(change);
-                    accepted.extend(change.new);
-                }
-                Some(reason) => report.refuse(change, reason),
-            }
-        }
+        let accepted = report.record(changes, outcomes(&answer, changes));
         if let Some(tip) = current {
             let removal = [RefChange { name: partial, old: Some(tip), new: None }];
             if let Err(error) = self.push_once(to, &removal, Objects::None).await {
