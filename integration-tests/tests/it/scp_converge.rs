@@ -20,8 +20,8 @@ use source_control::workdir::WorkDir;
 use crate::scp_push::noise;
 use crate::source_control::{assert_mirrored, create_fifo_queue, mirrorer_in, write_manifest};
 use crate::support::{
-    Git, SourceServer, create_codecommit_repository, env, heads_and_tags, ok, pillar, run, runtime,
-    stderr, unique,
+    Git, SourceServer, create_codecommit_repository, env, heads_and_tags, ok, pillar, runtime,
+    scp_mirror, unique,
 };
 
 /// `pillar scp mirror --json` into CodeCommit `repository`, through `endpoint` when given.
@@ -31,17 +31,8 @@ fn mirror(
     work: &Path,
     endpoint: Option<&str>,
 ) -> (Value, i32, String) {
-    let mut command = pillar();
-    command
-        .args(["scp", "mirror", "--json", "--source", source])
-        .args(["--target", &format!("codecommit://{repository}"), "--work-dir"])
-        .arg(work);
-    if let Some(endpoint) = endpoint {
-        command.env("PILLAR_CODECOMMIT_GIT_ENDPOINT", endpoint);
-    }
-    let output = run(&mut command);
-    let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
-    (report, output.status.code().unwrap_or(-1), stderr(&output))
+    let run = scp_mirror(source, &format!("codecommit://{repository}"), work, &[], endpoint);
+    (run.report, run.code, run.stderr)
 }
 
 fn codecommit_front_end(script: Script) -> GitFrontEnd {

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::source_control::target_refs;
 use crate::support::{
     Git, SourceServer, WorkTree, create_codecommit_repository, env, heads_and_tags, ok, pillar,
-    run, stderr, unique,
+    scp_mirror, unique,
 };
 
 fn dulwich() -> DulwichServer {
@@ -20,13 +20,9 @@ fn dulwich() -> DulwichServer {
 
 /// `pillar scp mirror --json SOURCE TARGET` with `extra` arguments: report and exit code.
 fn mirror(source: &str, target: &str, work: &Path, extra: &[&str]) -> (Value, i32) {
-    let output = run(pillar()
-        .args(["scp", "mirror", "--json", "--source", source, "--target", target, "--work-dir"])
-        .arg(work)
-        .args(extra));
-    assert!(output.status.code().is_some(), "{}", stderr(&output));
-    let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
-    (report, output.status.code().unwrap_or(-1))
+    let run = scp_mirror(source, target, work, extra, None);
+    assert!(run.code >= 0, "{}", run.stderr);
+    (run.report, run.code)
 }
 
 /// A working tree pushed to a bare repository `name` that dulwich serves.

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::source_control::{assert_mirrored, target_refs};
 use crate::support::{
-    Git, SourceServer, WorkTree, create_codecommit_repository, env, ok, pillar, run, unique,
+    Git, SourceServer, WorkTree, create_codecommit_repository, env, ok, scp_mirror, unique,
 };
 
 /// `pillar scp mirror --json` into CodeCommit `repository`, caching in `work`; the report
@@ -20,17 +20,8 @@ fn mirror_into(
     work: &Path,
     endpoint: Option<&str>,
 ) -> (Value, bool) {
-    let mut command = pillar();
-    command
-        .args(["scp", "mirror", "--json", "--source", source])
-        .args(["--target", &format!("codecommit://{repository}"), "--work-dir"])
-        .arg(work);
-    if let Some(endpoint) = endpoint {
-        command.env("PILLAR_CODECOMMIT_GIT_ENDPOINT", endpoint);
-    }
-    let output = run(&mut command);
-    let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
-    (report, output.status.success())
+    let run = scp_mirror(source, &format!("codecommit://{repository}"), work, &[], endpoint);
+    (run.report, run.code == 0)
 }
 
 fn mirror(source: &str, repository: &str, work: &Path) -> Value {

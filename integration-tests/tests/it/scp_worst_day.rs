@@ -16,19 +16,14 @@ use crate::scp_faults::{event, failed_ids, record};
 use crate::source_control::{mirrorer_in, target_refs, write_manifest};
 use crate::support::{
     Git, SourceServer, WorkTree, codecommit_url, create_codecommit_repository, env, heads_and_tags,
-    ok, pillar, run, runtime, stderr, unique,
+    ok, pillar, run, runtime, scp_mirror, unique,
 };
 
 /// `pillar scp mirror --json` into CodeCommit `repository` with `extra` arguments: the
 /// report, the exit code and standard error.
 fn mirror(source: &str, repository: &str, work: &Path, extra: &[&str]) -> (Value, i32, String) {
-    let output = run(pillar()
-        .args(["scp", "mirror", "--json", "--source", source])
-        .args(["--target", &format!("codecommit://{repository}"), "--work-dir"])
-        .arg(work)
-        .args(extra));
-    let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
-    (report, output.status.code().unwrap_or(-1), stderr(&output))
+    let run = scp_mirror(source, &format!("codecommit://{repository}"), work, extra, None);
+    (run.report, run.code, run.stderr)
 }
 
 fn names(report: &Value, key: &str) -> Vec<String> {

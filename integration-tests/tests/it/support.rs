@@ -230,3 +230,36 @@ pub fn heads_and_tags(git: &Git, url: &str) -> std::collections::BTreeMap<String
         .map(|(oid, name)| (name.to_owned(), oid.to_owned()))
         .collect()
 }
+
+/// How `pillar scp mirror --json` ended: its report (null when it printed none), exit code
+/// and standard error.
+pub struct MirrorRun {
+    pub report: serde_json::Value,
+    pub code: i32,
+    pub stderr: String,
+}
+
+/// `pillar scp mirror --json SOURCE TARGET --work-dir WORK` with `extra` arguments, the
+/// CodeCommit git endpoint overridden by `endpoint` when given.
+pub fn scp_mirror(
+    source: &str,
+    target: &str,
+    work: &Path,
+    extra: &[&str],
+    endpoint: Option<&str>,
+) -> MirrorRun {
+    let mut command = pillar();
+    command
+        .args(["scp", "mirror", "--json", "--source", source, "--target", target, "--work-dir"])
+        .arg(work)
+        .args(extra);
+    if let Some(endpoint) = endpoint {
+        command.env("PILLAR_CODECOMMIT_GIT_ENDPOINT", endpoint);
+    }
+    let output = run(&mut command);
+    MirrorRun {
+        report: serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null),
+        code: output.status.code().unwrap_or(-1),
+        stderr: stderr(&output),
+    }
+}

@@ -19,7 +19,6 @@ use crate::cache::{cache_error, open_cache};
 use crate::local;
 use crate::pack::{Objects, PackPlan, StreamedPack};
 use crate::protocol::Advertisement;
-use crate::protocol::Report;
 use crate::refs::{MAX_REFS_PER_PUSH, RefChange, RefName, RefPlan, mirrored};
 use crate::safeguards::{KeptRef, Safeguards, kept_refs};
 use crate::smart_http::SmartHttp;
@@ -27,7 +26,7 @@ use crate::task::{before, blocking, elapsed_ms};
 use crate::transport::{Endpoint, Location, configure_libgit2};
 use crate::workdir::WorkDir;
 use fetch::Listed;
-use push::{Pushing, batch_refusal, outcomes};
+use push::{Pushing, batch_refusal, outcomes, refusals_reported};
 
 /// One repository to mirror: a name for its cache and lock, and both ends.
 #[derive(Debug, Clone)]
@@ -231,13 +230,7 @@ impl GitMirror {
             Some(answer) => {
                 report.forwarded = true;
                 report.streamed = true;
-                let answer = match answer {
-                    Ok(answer) => answer,
-                    Err(error) => Report {
-                        unpack: Err(batch_refusal(&error).ok_or(error)?),
-                        ..Report::default()
-                    },
-                };
+                let answer = refusals_reported(answer)?;
                 Some(self.record_forwarded(&first_batch, &answer, &mut haves, &mut report))
             }
         };

@@ -51,13 +51,7 @@ impl GitMirror {
         for batch in to_keep.chunks(MAX_REFS_PER_PUSH) {
             let creations: Vec<RefChange> = batch.iter().map(KeptRef::creation).collect();
             let objects = Objects::Build(PackPlan::default());
-            let answer = match self.push_once(to, &creations, objects).await {
-                Ok(answer) => answer,
-                Err(error) => match batch_refusal(&error) {
-                    Some(reason) => Report { unpack: Err(reason), ..Report::default() },
-                    None => return Err(error),
-                },
-            };
+            let answer = refusals_reported(self.push_once(to, &creations, objects).await)?;
             for (kept, outcome) in batch.iter().zip(outcomes(&answer, &creations)) {
                 match outcome {
                     None => report.kept.push(kept.clone()),
@@ -90,13 +84,7 @@ impl GitMirror {
         haves: &mut Vec<Oid>,
         report: &mut MirrorReport,
     ) -> Result<Vec<RefChange>, MirrorError> {
-        let answer = match self.push_once(to, batch, objects).await {
-            Ok(answer) => answer,
-            Err(error) => match batch_refusal(&error) {
-                Some(reason) => Report { unpack: Err(reason), ..Report::default() },
-                None => return Err(error),
-            },
-        };
+        let answer = refusals_reported(self.push_once(to, batch, objects).await)?;
         Ok(self.record_forwarded(batch, &answer, haves, report))
     }
 
@@ -148,13 +136,7 @@ impl GitMirror {
                 let wants = changes.iter().filter_map(|c| c.new).collect();
                 Objects::Build(PackPlan { wants, haves: haves.to_vec() })
             };
-            let answer = match self.push_once(to, changes, objects).await {
-                Ok(answer) => answer,
-                Err(error) => match batch_refusal(&error) {
-                    Some(reason) => Report { unpack: Err(reason), ..Report::default() },
-                    None => return Err(error),
-                },
-            };
+            let answer = refusals_reported(self.push_once(to, changes, objects).await)?;
             let why = outcomes(&answer, changes).into_iter().flatten().next().unwrap_or_default();
             if answer.unpack.is_err() && too_large(&why) && changes.iter().any(|c| c.new.is_some())
             {
@@ -222,10 +204,8 @@ impl GitMirror {
             let tip = chain[(done + size).min(chain.len()) - 1];
             let step = [RefChange { name: partial.clone(), old: current, new: Some(tip) }];
             let plan = PackPlan { wants: vec![tip], haves: haves.clone() };
-            let outcome = match self.push_once(to, &step, Objects::Build(plan)).await {
-                Ok(answer) => outcomes(&answer, &step).remove(0),
-                Err(error) => Some(batch_refusal(&error).ok_or(error)?),
-            };
+            let answer = refusals_reported(self.push_once(to, &step, Objects::Build(plan)).await)?;
+            let outcome = outcomes(&answer, &step).remove(0);
             match outcome {
                 None => {
                     (current, done) = (Some(tip), (done + size).min(chain.len()));
@@ -240,12 +220,7 @@ impl GitMirror {
         }
         let wants = changes.iter().filter_map(|c| c.new).collect();
         let objects = Objects::Build(PackPlan { wants, haves });
-        let answer = match self.push_once(to, changes, objects).await {
-            Ok(answer) => answer,
-            Err(error) => {
-                Report { unpack: Err(batch_refusal(&error).ok_or(error)?), ..Report::default() }
-            }
-        };
+        let answer = refusals_reported(self.push_once(to, changes, objects).await)?;
         let accepted = report.record(changes, outcomes(&answer, changes));
         if let Some(tip) = current {
             let removal = [RefChange { name: partial, old: Some(tip), new: None }];
@@ -450,6 +425,21 @@ pub(super) fn batch_refusal(error: &MirrorError) -> Option<String> {
             Some(format!("the target refused the push with HTTP {status}: {message}"))
         }
         _ => None,
+    }
+}
+
+/// `pushed`, a push refused as a whole at the transport level turned into the report of a
+/// batch whose pack the target would not store, so every ref of it is refused with the
+/// reason and the run goes on.
+pub(super) fn refusals_reported(
+    pushed: Result<Report, MirrorError>,
+) -> Result<Report, MirrorError> {
+    match pushed {
+        Err(error) => match batch_refusal(&error) {
+            Some(reason) => Ok(Report { unpack: Err(reason), ..Report::default() }),
+            None => Err(error),
+        },
+        answer => answer,
     }
 }
 
