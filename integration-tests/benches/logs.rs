@@ -1,8 +1,9 @@
 //! `scripts/bench logs`: the Logging Pillar's sink and producer, each against a naive loop
 //! in the same run.
 //!
-//! - in process, one core: decode + route + batch of 200-byte JSON lines, KPL aggregates
-//!   and gzip CloudWatch Logs subscription payloads (events per second);
+//! - in process, one core: decode + route + batch of 200-byte JSON lines, KPL aggregates,
+//!   gzip CloudWatch Logs subscription payloads, and newline-delimited records plain, gzip
+//!   and zstd (events per second);
 //! - 100 MiB of events: how many PutLogEvents calls, and how full they are;
 //! - against moto: the sink's calls and time against one PutLogEvents per event;
 //! - against moto: how full the producer's PutRecords calls are with 10 KiB records;
@@ -19,7 +20,7 @@ use std::time::Instant;
 use integration_tests::measure::measure;
 use logging::batch::{EVENT_OVERHEAD, MAX_BATCH_BYTES};
 use logging::cloudwatch::{GroupSettings, LogWriter};
-use logging::event::{Dropped, InputRecord};
+use logging::event::{Decoded, Decoder, InputRecord, Routing, TimeWindow};
 use logging::kpl::{UserRecord, aggregate};
 use logging::producer::{MAX_CALL_BYTES, Producer};
 use logging::sink::{Sink, prepare};
@@ -53,14 +54,19 @@ fn record(n: usize, data: Vec<u8>) -> InputRecord {
     }
 }
 
+/// The sink's calls for `records`, judged as of the lines' own day.
+fn prepared(records: &[InputRecord]) -> Vec<Vec<logging::sink::Call>> {
+    let routing = Routing::default();
+    let decoder = Decoder { routing: &routing, window: TimeWindow::at(NOW_MS, None) };
+    prepare("/pillar/", &decoder, records, &mut Decoded::default())
+}
+
 /// Events per second through decode, routing and batching, on this thread.
 fn throughput(label: &str, records: &[InputRecord], events: usize) -> f64 {
     let mut best = f64::MAX;
     for _ in 0..3 {
         let started = Instant::now();
-        let mut dropped = Dropped::default();
-        let calls = prepare("/pillar/", records, &mut dropped);
-        std::hint::black_box(calls);
+        std::hint::black_box(prepared(records));
         best = best.min(started.elapsed().as_secs_f64());
     }
     let rate = events as f64 / best;
@@ -105,6 +111,35 @@ fn in_process(events: usize) {
         })
         .collect();
     throughput("the same lines in gzip subscription deliveries", &deliveries, events);
+
+    // As the Kinesis Agent and Firehose-style batches send: many lines a record, plain, or
+    // compressed as Vector's `compression = "gzip"` does (and zstd).
+    let per_record = 200;
+    let batched = |compress: &dyn Fn(&[u8]) -> Vec<u8>| -> Vec<InputRecord> {
+        (0..events)
+            .step_by(per_record)
+            .map(|start| {
+                let text: Vec<String> =
+                    (start..(start + per_record).min(events)).map(line).collect();
+                record(start, compress(text.join("\n").as_bytes()))
+            })
+            .collect()
+    };
+    throughput(
+        "the same lines, 200 a record, newline-delimited",
+        &batched(&|b| b.to_vec()),
+        events,
+    );
+    let gzip = |bytes: &[u8]| {
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gzip.write_all(bytes).expect("gzip");
+        gzip.finish().expect("gzip")
+    };
+    throughput("the same, each record gzip-compressed", &batched(&gzip), events);
+    let zstd = |bytes: &[u8]| {
+        ruzstd::encoding::compress_to_vec(bytes, ruzstd::encoding::CompressionLevel::Fastest)
+    };
+    throughput("the same, each record zstd-compressed", &batched(&zstd), events);
     println!(
         "goal: >= 200,000 events/s for JSON lines: {}",
         if json >= 200_000.0 { "met" } else { "NOT met" }
@@ -126,8 +161,7 @@ fn fill() {
         records.push(record(n, text.into_bytes()));
         n += 1;
     }
-    let calls: Vec<_> =
-        prepare("/pillar/", &records, &mut Dropped::default()).into_iter().flatten().collect();
+    let calls: Vec<_> = prepared(&records).into_iter().flatten().collect();
     let counted: usize =
         calls.iter().flat_map(|c| &c.events).map(|e| e.message().len() + EVENT_OVERHEAD).sum();
     let used = counted as f64 / (calls.len() * MAX_BATCH_BYTES) as f64;
@@ -158,7 +192,11 @@ fn against_naive(runtime: &tokio::runtime::Runtime, events: usize) {
     let records: Vec<InputRecord> = (0..events)
         .map(|n| record(n, format!(r#"{{"service":"bench-{run}","n":{n}}}"#).into_bytes()))
         .collect();
-    let sink = Sink::new(LogWriter::new(logs.clone(), GroupSettings::default()), "/bench-sink/");
+    let sink = Sink::new(
+        LogWriter::new(logs.clone(), GroupSettings::default()),
+        "/bench-sink/",
+        Routing::default(),
+    );
     let started = Instant::now();
     let report = runtime.block_on(sink.write(&records, None));
     let ours = started.elapsed().as_secs_f64();

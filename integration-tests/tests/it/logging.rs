@@ -189,7 +189,7 @@ for n in range(300):
         kinesis.put_record(StreamName=sys.argv[1], PartitionKey=key, Data=data)
 key, _, data = agg.clear_and_get().get_contents()
 kinesis.put_record(StreamName=sys.argv[1], PartitionKey=key, Data=data)
-kinesis.put_record(StreamName=sys.argv[1], PartitionKey=sys.argv[3] + "-raw", Data=open(sys.argv[2], "rb").read())
+kinesis.put_record(StreamName=sys.argv[1], PartitionKey="pillar.service=" + sys.argv[3] + "-raw", Data=open(sys.argv[2], "rb").read())
 "#;
     let broken = Path::new(&env("PILLAR_FIXTURES")).join("kinesis/kpl-aggregate-bad-md5.bin");
     python(script, &[&stream, &broken.to_string_lossy(), &run_tag]);
@@ -272,7 +272,7 @@ fn the_heartbeat_finds_the_previous_one_and_the_cli_sees_its_own() {
     let drain = logging::drain::Drain {
         client: aws_sdk_kinesis::Client::new(&aws),
         stream: stream.clone(),
-        sink: logging::sink::Sink::new(writer, &prefix),
+        sink: logging::sink::Sink::new(writer, &prefix, logging::event::Routing::default()),
         checkpoint: tempfile::tempdir().expect("dir").path().join("cp.json"),
     };
     runtime.block_on(drain.run(true)).expect("drained");
@@ -317,15 +317,19 @@ fn the_lambda_handler_answers_a_kinesis_event_with_no_failure() {
 
     let prefix = format!("/{}/", unique("lambda"));
     let encode = |line: &str| base64::engine::general_purpose::STANDARD.encode(line);
+    let arrival_ms = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH))
+        .expect("after 1970")
+        .as_millis() as i64;
     let records: Vec<Value> = [1, 2]
         .map(|n| {
             serde_json::json!({
                 "kinesis": {
                     "kinesisSchemaVersion": "1.0",
-                    "partitionKey": "edge",
+                    // Random, as Fluent Bit's and Vector's are: the line names no service.
+                    "partitionKey": format!("k{n}x7Qz{}", arrival_ms % 7919),
                     "sequenceNumber": format!("4959033827149025660855969253836157109592157598913658000{n}"),
                     "data": encode(&format!("request {n} served")),
-                    "approximateArrivalTimestamp": 1795773600.123
+                    "approximateArrivalTimestamp": arrival_ms as f64 / 1000.0
                 },
                 "eventSource": "aws:kinesis",
                 "eventID": format!("shardId-000000000000:{n}"),
@@ -339,16 +343,14 @@ fn the_lambda_handler_answers_a_kinesis_event_with_no_failure() {
     let aws = crate::support::aws_config();
     let writer =
         LogWriter::new(aws_sdk_cloudwatchlogs::Client::new(&aws), GroupSettings::default());
-    let sink = logging::sink::Sink::new(writer, &prefix);
+    let sink = logging::sink::Sink::new(writer, &prefix, logging::event::Routing::default());
     let (response, report) = crate::support::runtime().block_on(sink.handle(event, None));
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
     assert_eq!(report.events_written, 2);
     let stored = stored_events(&prefix);
     assert_eq!(
-        stored[&format!("{prefix}edge")],
-        [
-            (1_795_773_600_123, "request 1 served".to_owned()),
-            (1_795_773_600_123, "request 2 served".to_owned())
-        ]
+        stored[&format!("{prefix}unlabelled")],
+        [(arrival_ms, "request 1 served".to_owned()), (arrival_ms, "request 2 served".to_owned())],
+        "both in the default service's group, not one group per key"
     );
 }

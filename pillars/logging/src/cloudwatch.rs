@@ -1,12 +1,17 @@
 //! CloudWatch Logs as the sink's destination and the place logs are read back from: one
-//! PutLogEvents call per batch, groups and streams created on demand (with the deployment's
-//! retention and KMS key), throttling retried with backoff, events CloudWatch rejects for
-//! their age counted, never retried.
+//! PutLogEvents call per batch, streams created on demand and groups only when missing
+//! (the deployment's retention and KMS key checked once a process, whoever created the
+//! group), throttling retried with backoff, events CloudWatch rejects for their age
+//! counted, never retried.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_cloudwatchlogs::Client;
+use aws_sdk_cloudwatchlogs::config::http::HttpResponse;
 use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_cloudwatchlogs::operation::create_log_stream::CreateLogStreamError;
 use aws_sdk_cloudwatchlogs::types::{InputLogEvent, RejectedLogEventsInfo};
 
 use crate::LogError;
@@ -38,6 +43,8 @@ impl GroupSettings {
 pub struct LogWriter {
     client: Client,
     settings: GroupSettings,
+    /// Groups whose retention and key this process has checked.
+    checked: Arc<Mutex<HashSet<String>>>,
 }
 
 /// What one call stored.
@@ -49,16 +56,38 @@ pub struct Written {
     pub rejected: usize,
 }
 
+/// The error of a call on `group`: `Refused` when CloudWatch Logs said no to this group
+/// (waiting will not help, another group may fare better), `Logs` otherwise.
 fn logs_error<E, R>(operation: &'static str, group: &str, error: &SdkError<E, R>) -> LogError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    LogError::Logs {
-        operation,
-        group: group.to_owned(),
-        message: pillar_auth::aws_error_message(error),
+    let (group, message) = (group.to_owned(), pillar_auth::aws_error_message(error));
+    if refused(error) {
+        LogError::Refused { operation, group, message }
+    } else {
+        LogError::Logs { operation, group, message }
     }
+}
+
+/// Whether CloudWatch Logs answered, and refused this group for good: a name it does not
+/// take, a KMS key the sink may not use, a group it may not write. Throttling, service
+/// trouble and the sink's own credentials are not about the group.
+fn refused<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
+    matches!(error, SdkError::ServiceError(_))
+        && !passing(error)
+        && !error.code().is_some_and(|c| {
+            matches!(
+                c,
+                "UnrecognizedClientException"
+                    | "ExpiredTokenException"
+                    | "InvalidSignatureException"
+                    | "IncompleteSignature"
+                    | "MissingAuthenticationToken"
+                    | "InvalidClientTokenId"
+            )
+        })
 }
 
 /// Whether waiting may help: throttling, a service hiccup, a connection that failed.
@@ -76,7 +105,12 @@ fn passing<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
 
 impl LogWriter {
     pub fn new(client: Client, settings: GroupSettings) -> Self {
-        Self { client, settings }
+        Self { client, settings, checked: Arc::default() }
+    }
+
+    /// The retention the sink sets on its groups, if any.
+    pub fn retention_days(&self) -> Option<i32> {
+        self.settings.retention_days
     }
 
     /// Puts `events` (chronological, within PutLogEvents' limits) into `group`/`stream`,
@@ -85,7 +119,7 @@ impl LogWriter {
         &self,
         group: &str,
         stream: &str,
-        events: Vec<InputLogEvent>,
+        events: &[InputLogEvent],
         deadline: Option<Instant>,
     ) -> Result<Written, LogError> {
         let count = events.len();
@@ -97,7 +131,7 @@ impl LogWriter {
                 .put_log_events()
                 .log_group_name(group)
                 .log_stream_name(stream)
-                .set_log_events(Some(events.clone()))
+                .set_log_events(Some(events.to_vec()))
                 .send()
                 .await;
             let error = match put {
@@ -135,8 +169,48 @@ impl LogWriter {
         unreachable!("the last attempt returns")
     }
 
-    /// Creates `group` (with the retention and KMS key) and `stream`, each unless it exists.
+    /// Creates `stream`, and `group` first only when CloudWatch Logs says it is missing
+    /// (not for every new daily stream); then sees to the group's retention and key.
     async fn create(&self, group: &str, stream: &str) -> Result<(), LogError> {
+        match self.create_stream(group, stream).await {
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
+                self.create_group(group).await?;
+                self.create_stream(group, stream)
+                    .await
+                    .map_err(|e| logs_error("CreateLogStream", group, &e))?;
+            }
+            Err(e) => return Err(logs_error("CreateLogStream", group, &e)),
+            Ok(()) => {}
+        }
+        self.settle(group).await;
+        Ok(())
+    }
+
+    async fn create_stream(
+        &self,
+        group: &str,
+        stream: &str,
+    ) -> Result<(), SdkError<CreateLogStreamError, HttpResponse>> {
+        let made = self
+            .client
+            .create_log_stream()
+            .log_group_name(group)
+            .log_stream_name(stream)
+            .send()
+            .await;
+        match made {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_already_exists_exception()) =>
+            {
+                Ok(())
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// Creates `group` with the KMS key; one another writer created meanwhile will do.
+    async fn create_group(&self, group: &str) -> Result<(), LogError> {
         let made = self
             .client
             .create_log_group()
@@ -147,38 +221,76 @@ impl LogWriter {
         match made {
             Ok(_) => {
                 tracing::info!(group, "created log group");
-                if let Some(days) = self.settings.retention_days {
-                    self.client
-                        .put_retention_policy()
-                        .log_group_name(group)
-                        .retention_in_days(days)
-                        .send()
-                        .await
-                        .map_err(|e| logs_error("PutRetentionPolicy", group, &e))?;
-                }
+                Ok(())
             }
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_resource_already_exists_exception()) => {}
-            Err(e) => return Err(logs_error("CreateLogGroup", group, &e)),
-        }
-        match self
-            .client
-            .create_log_stream()
-            .log_group_name(group)
-            .log_stream_name(stream)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|e| e.is_resource_already_exists_exception()) =>
             {
                 Ok(())
             }
-            Err(e) => Err(logs_error("CreateLogStream", group, &e)),
+            Err(e) => Err(logs_error("CreateLogGroup", group, &e)),
         }
+    }
+
+    /// Sets the group's retention and KMS key where they are not what the deployment says,
+    /// once a process: a group made by a run that stopped halfway, or by someone else, is
+    /// put right. A failure is logged and tried again at the next new stream; the events
+    /// are written meanwhile.
+    async fn settle(&self, group: &str) {
+        let wanted = (self.settings.retention_days, self.settings.kms_key.as_deref());
+        if wanted == (None, None) || self.checked.lock().expect("checked").contains(group) {
+            return;
+        }
+        match self.fix_settings(group).await {
+            Ok(()) => {
+                self.checked.lock().expect("checked").insert(group.to_owned());
+            }
+            Err(error) => {
+                tracing::warn!(group, %error, "could not check the log group's retention and key; trying again at its next new stream")
+            }
+        }
+    }
+
+    async fn fix_settings(&self, group: &str) -> Result<(), LogError> {
+        let found = self
+            .client
+            .describe_log_groups()
+            .log_group_name_prefix(group)
+            .send()
+            .await
+            .map_err(|e| logs_error("DescribeLogGroups", group, &e))?;
+        let Some(current) = found.log_groups().iter().find(|g| g.log_group_name() == Some(group))
+        else {
+            return Err(LogError::Logs {
+                operation: "DescribeLogGroups",
+                group: group.to_owned(),
+                message: "the group is not listed".into(),
+            });
+        };
+        if let Some(days) = self.settings.retention_days
+            && current.retention_in_days() != Some(days)
+        {
+            self.client
+                .put_retention_policy()
+                .log_group_name(group)
+                .retention_in_days(days)
+                .send()
+                .await
+                .map_err(|e| logs_error("PutRetentionPolicy", group, &e))?;
+        }
+        if let Some(key) = &self.settings.kms_key
+            && current.kms_key_id() != Some(key.as_str())
+        {
+            self.client
+                .associate_kms_key()
+                .log_group_name(group)
+                .kms_key_id(key)
+                .send()
+                .await
+                .map_err(|e| logs_error("AssociateKmsKey", group, &e))?;
+        }
+        Ok(())
     }
 }
 
@@ -261,10 +373,12 @@ pub(crate) mod tests {
     use aws_sdk_cloudwatchlogs::error::ErrorMetadata;
     use aws_sdk_cloudwatchlogs::operation::create_log_group::CreateLogGroupOutput;
     use aws_sdk_cloudwatchlogs::operation::create_log_stream::CreateLogStreamOutput;
+    use aws_sdk_cloudwatchlogs::operation::describe_log_groups::DescribeLogGroupsOutput;
     use aws_sdk_cloudwatchlogs::operation::put_log_events::{
         PutLogEventsError, PutLogEventsInput, PutLogEventsOutput,
     };
     use aws_sdk_cloudwatchlogs::operation::put_retention_policy::PutRetentionPolicyOutput;
+    use aws_sdk_cloudwatchlogs::types::LogGroup;
     use aws_sdk_cloudwatchlogs::types::error::ResourceNotFoundException;
     use aws_smithy_mocks::{MockResponse, RuleMode, mock, mock_client};
 
@@ -313,13 +427,40 @@ pub(crate) mod tests {
                 .push((name, request.retention_in_days().unwrap_or_default()));
             PutRetentionPolicyOutput::builder().build()
         });
-        let stream = mock!(Client::create_log_stream)
-            .then_output(|| CreateLogStreamOutput::builder().build());
+        // A stream can be made only in a group made before (CloudWatch Logs' own rule).
+        let seen = Arc::clone(&asked);
+        let stream = mock!(Client::create_log_stream).then_compute_response(move |request| {
+            let asked = seen.lock().expect("asked");
+            let group = request.log_group_name().unwrap_or_default();
+            if asked.groups.iter().any(|(name, _)| name == group) {
+                MockResponse::Output(CreateLogStreamOutput::builder().build())
+            } else {
+                MockResponse::Error(CreateLogStreamError::ResourceNotFoundException(
+                    ResourceNotFoundException::builder()
+                        .message("The specified log group does not exist.")
+                        .build(),
+                ))
+            }
+        });
+        let seen = Arc::clone(&asked);
+        let describe = mock!(Client::describe_log_groups).then_compute_output(move |_| {
+            let asked = seen.lock().expect("asked");
+            let groups = asked.groups.iter().map(|(name, key)| {
+                LogGroup::builder()
+                    .log_group_name(name)
+                    .set_kms_key_id(key.clone())
+                    .set_retention_in_days(
+                        asked.retention.iter().rev().find(|(g, _)| g == name).map(|r| r.1),
+                    )
+                    .build()
+            });
+            DescribeLogGroupsOutput::builder().set_log_groups(Some(groups.collect())).build()
+        });
         // Without the SDK's own retries: what is tested is ours.
         let client = mock_client!(
             aws_sdk_cloudwatchlogs,
             RuleMode::MatchAny,
-            [&put, &group, &retention, &stream],
+            [&put, &group, &retention, &stream, &describe],
             |config| config
                 .retry_config(aws_sdk_cloudwatchlogs::config::retry::RetryConfig::disabled())
         );
@@ -352,7 +493,7 @@ pub(crate) mod tests {
     async fn throttling_is_waited_out() {
         let (client, asked) = logs(|call, _| if call < 2 { throttled() } else { stored() });
         let writer = LogWriter::new(client, GroupSettings::default());
-        let written = writer.put("/pillar/svc", "s", events(3), None).await.expect("written");
+        let written = writer.put("/pillar/svc", "s", &events(3), None).await.expect("written");
         assert_eq!(written, Written { events: 3, rejected: 0 });
         assert!(asked.lock().expect("asked").puts.len() >= 3, "tried again after throttling");
     }
@@ -370,12 +511,38 @@ pub(crate) mod tests {
         let key = "arn:aws:kms:eu-west-1:111122223333:key/abc".to_owned();
         let settings = GroupSettings { retention_days: Some(30), kms_key: Some(key.clone()) };
         let written =
-            LogWriter::new(client, settings).put("/pillar/new", "s", events(2), None).await;
+            LogWriter::new(client, settings).put("/pillar/new", "s", &events(2), None).await;
         assert_eq!(written.expect("written").events, 2);
         let asked = asked.lock().expect("asked");
         assert_eq!(asked.groups, [("/pillar/new".to_owned(), Some(key))]);
         assert_eq!(asked.retention, [("/pillar/new".to_owned(), 30)]);
         assert_eq!(asked.puts.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_new_stream_in_an_existing_group_creates_no_group_and_settles_it_once() {
+        let (client, asked) = logs(|call, _| {
+            if call % 2 == 1 {
+                return stored();
+            }
+            MockResponse::Error(PutLogEventsError::ResourceNotFoundException(
+                ResourceNotFoundException::builder()
+                    .message("The specified log stream does not exist.")
+                    .build(),
+            ))
+        });
+        // Made by a run that stopped before setting its retention.
+        asked.lock().expect("asked").groups.push(("/pillar/old".into(), None));
+        let settings = GroupSettings { retention_days: Some(30), kms_key: None };
+        let writer = LogWriter::new(client, settings);
+        for day in ["2026/11/27/host", "2026/11/28/host"] {
+            let written = writer.put("/pillar/old", day, &events(1), None).await;
+            assert_eq!(written.expect("written").events, 1);
+        }
+        let asked = asked.lock().expect("asked");
+        assert_eq!(asked.groups.len(), 1, "no CreateLogGroup for a group that exists");
+        assert_eq!(asked.retention, [("/pillar/old".to_owned(), 30)], "set once, then known");
+        assert_eq!(asked.puts.len(), 4);
     }
 
     #[tokio::test]
@@ -387,7 +554,7 @@ pub(crate) mod tests {
             )
         });
         let written =
-            LogWriter::new(client, GroupSettings::default()).put("g", "s", events(5), None).await;
+            LogWriter::new(client, GroupSettings::default()).put("g", "s", &events(5), None).await;
         assert_eq!(written.expect("written"), Written { events: 3, rejected: 2 });
         assert_eq!(asked.lock().expect("asked").puts.len(), 1);
     }

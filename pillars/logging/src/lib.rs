@@ -30,6 +30,8 @@ mod tests {
 pub enum LogError {
     #[error("CloudWatch Logs {operation} on log group `{group}`: {message}")]
     Logs { operation: &'static str, group: String, message: String },
+    #[error("CloudWatch Logs refused {operation} on log group `{group}`: {message}")]
+    Refused { operation: &'static str, group: String, message: String },
     #[error("Kinesis {operation} on stream `{stream}`: {message}")]
     Kinesis { operation: &'static str, stream: String, message: String },
     #[error(

@@ -11,7 +11,7 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
 use crate::LogError;
 use crate::batch::{MAX_MESSAGE_BYTES, split};
-use crate::event::service_of;
+use crate::event::{SERVICE_KEY_PREFIX, service_of};
 use crate::kpl::{self, RECORD_OVERHEAD, UserRecord};
 
 /// PutRecords: records per call.
@@ -69,13 +69,15 @@ impl Producer {
     /// Queues one event (a line without its line ending) under `partition_key`, sending
     /// whenever a call is full. Empty lines are not events; lines too long for CloudWatch
     /// Logs are split into marked parts here, as the sink would, and since a part is no
-    /// JSON line any more, the parts go under the service the line names, if any.
+    /// JSON line any more, the parts go under a key naming the service the line names, if
+    /// any (`pillar.service=<name>`).
     pub async fn send(&mut self, partition_key: &str, line: String) -> Result<(), LogError> {
         if line.is_empty() {
             return Ok(());
         }
         let service = (line.len() > MAX_MESSAGE_BYTES).then(|| service_of(&line)).flatten();
-        let partition_key = service.as_deref().unwrap_or(partition_key);
+        let keyed = service.map(|service| format!("{SERVICE_KEY_PREFIX}{service}"));
+        let partition_key = keyed.as_deref().unwrap_or(partition_key);
         for part in split(line, MAX_MESSAGE_BYTES) {
             self.shipped.events += 1;
             if self.aggregate {

@@ -1,8 +1,10 @@
 //! The sink: a batch of Kinesis records into CloudWatch Logs. Every record is decoded and
 //! routed; each log stream's events are sorted and cut into PutLogEvents calls, several
-//! streams written at a time. What could not be written is named by the first record it
-//! came from: Kinesis resumes there, so nothing is skipped, and what follows it is written
-//! again (duplicates only after a failure).
+//! streams written at a time. A group CloudWatch Logs refuses for good (a name, a key)
+//! has its events written to the fallback group instead, with the reason, so one bad
+//! destination does not hold the shard. What could not be written anywhere is named by the
+//! first record it came from: Kinesis resumes there, so nothing is skipped, and what
+//! follows it is written again (duplicates only after a failure).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -13,9 +15,10 @@ use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 use futures_util::{StreamExt, stream};
 use pillar_telemetry::{Metrics, Unit};
 
+use crate::LogError;
 use crate::batch::{MAX_MESSAGE_BYTES, batches, group_name, split, stream_name};
 use crate::cloudwatch::{LogWriter, Written};
-use crate::event::{Dropped, InputRecord, LogEvent, decode};
+use crate::event::{Decoded, Decoder, InputRecord, LogEvent, Routing, TimeWindow};
 
 /// CloudWatch namespace of the Logging Pillar's metrics.
 pub const METRICS_NAMESPACE: &str = "Pillars/Logging";
@@ -23,13 +26,19 @@ pub const METRICS_NAMESPACE: &str = "Pillars/Logging";
 /// PutLogEvents calls in flight at once (different streams).
 const CONCURRENCY: usize = 4;
 
+/// The service whose group (`<prefix>pillar-undeliverable`) takes the events of groups
+/// CloudWatch Logs refuses, each group's in a stream of its own, after a line saying why.
+pub const FALLBACK_SERVICE: &str = "pillar-undeliverable";
+
 /// What one batch of records came to.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SinkReport {
     pub records: usize,
     pub events_written: usize,
     pub events_rejected: usize,
-    pub dropped: Dropped,
+    /// Events written to the fallback group because their own was refused.
+    pub events_to_fallback: usize,
+    pub decoded: Decoded,
     pub calls: usize,
     /// The sequence number of the first record not durably written, if any.
     pub first_failed: Option<String>,
@@ -41,6 +50,9 @@ impl SinkReport {
             .value("RecordsRead", self.records as f64, Unit::Count)
             .value("EventsWritten", self.events_written as f64, Unit::Count)
             .value("EventsRejected", self.events_rejected as f64, Unit::Count)
+            .value("EventsRestamped", self.decoded.restamped as f64, Unit::Count)
+            .value("EventsToFallback", self.events_to_fallback as f64, Unit::Count)
+            .value("RecordsUndecodable", self.decoded.undecodable as f64, Unit::Count)
             .value("SinkFailed", f64::from(u8::from(self.first_failed.is_some())), Unit::Count)
     }
 }
@@ -67,57 +79,126 @@ pub struct Call {
 pub struct Sink {
     writer: LogWriter,
     prefix: String,
+    routing: Routing,
+}
+
+/// What one log stream's calls came to.
+#[derive(Default)]
+struct Outcome {
+    written: Written,
+    to_fallback: usize,
+    /// The earliest record of a call not written anywhere.
+    failed: Option<usize>,
 }
 
 impl Sink {
-    pub fn new(writer: LogWriter, prefix: impl Into<String>) -> Self {
-        Self { writer, prefix: prefix.into() }
+    pub fn new(writer: LogWriter, prefix: impl Into<String>, routing: Routing) -> Self {
+        Self { writer, prefix: prefix.into(), routing }
     }
 
     /// Writes the events of `records` (in the order Kinesis delivered them), stopping
     /// before `deadline`.
     pub async fn write(&self, records: &[InputRecord], deadline: Option<Instant>) -> SinkReport {
         let mut report = SinkReport { records: records.len(), ..SinkReport::default() };
-        let streams = prepare(&self.prefix, records, &mut report.dropped);
+        let decoder = Decoder {
+            routing: &self.routing,
+            window: TimeWindow::now(self.writer.retention_days()),
+        };
+        let streams = prepare(&self.prefix, &decoder, records, &mut report.decoded);
         report.calls = streams.iter().map(Vec::len).sum();
         // Streams side by side; one stream's calls in order, so events of one millisecond
         // stay in the order they came. After a failure the stream's later calls wait for
         // the retry that will bring them again.
-        let outcomes: Vec<Vec<(usize, Result<Written, crate::LogError>)>> = stream::iter(streams)
-            .map(|calls| async move {
-                let mut outcomes = Vec::with_capacity(calls.len());
-                let mut failed = false;
-                for call in calls {
-                    let result = match deadline {
-                        _ if failed => Err(crate::LogError::Held),
-                        Some(d) if Instant::now() >= d => Err(crate::LogError::Deadline),
-                        _ => {
-                            self.writer.put(&call.group, &call.stream, call.events, deadline).await
-                        }
-                    };
-                    failed |= result.is_err();
-                    outcomes.push((call.first_record, result));
-                }
-                outcomes
-            })
+        let outcomes: Vec<Outcome> = stream::iter(streams)
+            .map(|calls| self.write_stream(calls, deadline))
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
         let mut first_failed: Option<usize> = None;
-        for (first, result) in outcomes.into_iter().flatten() {
-            match result {
-                Ok(written) => {
-                    report.events_written += written.events;
-                    report.events_rejected += written.rejected;
-                }
-                Err(error) => {
-                    tracing::error!(%error, record = records[first].sequence_number, "events not written");
-                    first_failed = Some(first_failed.map_or(first, |f| f.min(first)));
-                }
+        for outcome in outcomes {
+            report.events_written += outcome.written.events;
+            report.events_rejected += outcome.written.rejected;
+            report.events_to_fallback += outcome.to_fallback;
+            if let Some(failed) = outcome.failed {
+                first_failed = Some(first_failed.map_or(failed, |f| f.min(failed)));
             }
         }
         report.first_failed = first_failed.map(|i| records[i].sequence_number.clone());
         report
+    }
+
+    /// One log stream's calls, in order, until one fails.
+    async fn write_stream(&self, calls: Vec<Call>, deadline: Option<Instant>) -> Outcome {
+        let mut outcome = Outcome::default();
+        for call in calls {
+            if outcome.failed.is_some() {
+                break;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                tracing::warn!(group = call.group, "deadline reached; the rest goes to a retry");
+                outcome.failed = Some(call.first_record);
+                continue;
+            }
+            let written =
+                match self.writer.put(&call.group, &call.stream, &call.events, deadline).await {
+                    Err(LogError::Refused { operation, group, message }) => {
+                        let reason =
+                            format!("CloudWatch Logs refused {operation} on {group}: {message}");
+                        tracing::error!(
+                            reason,
+                            events = call.events.len(),
+                            "writing them to the fallback group"
+                        );
+                        match self.to_fallback(&call, &reason, deadline).await {
+                            Ok(written) => {
+                                outcome.to_fallback += written.events;
+                                Ok(written)
+                            }
+                            Err(error) => Err(error),
+                        }
+                    }
+                    other => other,
+                };
+            match written {
+                Ok(written) => {
+                    outcome.written.events += written.events;
+                    outcome.written.rejected += written.rejected;
+                }
+                Err(error) => {
+                    tracing::error!(%error, group = call.group, "events not written");
+                    outcome.failed = Some(call.first_record);
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Writes a refused call's events into the fallback group, after a line with `reason`,
+    /// in a stream named after the group and stream they were meant for.
+    async fn to_fallback(
+        &self,
+        call: &Call,
+        reason: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Written, LogError> {
+        let group = group_name(&self.prefix, FALLBACK_SERVICE);
+        let first = call.events.first().map_or(0, InputLogEvent::timestamp);
+        // `<day>/<source>` becomes `<day>/<group>/<source>`.
+        let source = call.stream.splitn(4, '/').nth(3).unwrap_or(&call.stream);
+        let stream =
+            stream_name(&format!("{}/{source}", call.group.trim_start_matches('/')), first);
+        let note = InputLogEvent::builder()
+            .timestamp(first)
+            .message(format!(
+                "pillar: the {} events after this line were meant for log group {} stream {}: {reason}",
+                call.events.len(),
+                call.group,
+                call.stream
+            ))
+            .build()
+            .expect("timestamp and message are set");
+        self.writer.put(&group, &stream, &[note], deadline).await?;
+        self.writer.put(&group, &stream, &call.events, deadline).await
     }
 
     /// The Lambda's answer to a Kinesis event: the first record not written as the one
@@ -150,13 +231,18 @@ impl Sink {
 
 /// Decodes `records`, routes their events to `<prefix><service>`, sorts and cuts them into
 /// PutLogEvents calls, per log stream.
-pub fn prepare(prefix: &str, records: &[InputRecord], dropped: &mut Dropped) -> Vec<Vec<Call>> {
+pub fn prepare(
+    prefix: &str,
+    decoder: &Decoder<'_>,
+    records: &[InputRecord],
+    decoded: &mut Decoded,
+) -> Vec<Vec<Call>> {
     let mut streams: HashMap<(String, String), Vec<Pending>> = HashMap::new();
-    let mut decoded = Vec::new();
+    let mut events = Vec::new();
     for (index, record) in records.iter().enumerate() {
-        decoded.clear();
-        decode(record, &mut decoded, dropped);
-        for LogEvent { service, source, timestamp, message } in decoded.drain(..) {
+        events.clear();
+        decoder.decode(record, &mut events, decoded);
+        for LogEvent { service, source, timestamp, message } in events.drain(..) {
             let destination = (group_name(prefix, &service), stream_name(&source, timestamp));
             let pending = streams.entry(destination).or_default();
             pending.extend(split(message, MAX_MESSAGE_BYTES).into_iter().map(|message| Pending {
@@ -196,7 +282,9 @@ pub fn prepare(prefix: &str, records: &[InputRecord], dropped: &mut Dropped) -> 
 
 #[cfg(test)]
 mod tests {
-    use aws_sdk_cloudwatchlogs::operation::put_log_events::PutLogEventsError;
+    use aws_sdk_cloudwatchlogs::operation::put_log_events::{
+        PutLogEventsError, PutLogEventsOutput,
+    };
     use aws_sdk_cloudwatchlogs::types::error::InvalidParameterException;
     use aws_smithy_mocks::MockResponse;
 
@@ -213,19 +301,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_first_record_of_a_failed_call_is_reported_and_the_rest_written() {
-        let (client, asked) = logs(|_, request| {
-            if request.log_group_name() == Some("/pillar/broken") {
-                MockResponse::Error(PutLogEventsError::InvalidParameterException(
-                    InvalidParameterException::builder().message("bad").build(),
-                ))
-            } else {
-                stored()
-            }
-        });
-        let sink = Sink::new(LogWriter::new(client, GroupSettings::default()), "/pillar/");
-        let records: Vec<InputRecord> = [
+    fn mixed() -> Vec<InputRecord> {
+        [
             r#"{"service":"fine","n":0}"#,
             r#"{"service":"fine","n":1}"#,
             r#"{"service":"broken","n":2}"#,
@@ -235,21 +312,69 @@ mod tests {
         .iter()
         .enumerate()
         .map(|(n, line)| record(n, line))
-        .collect();
-        let report = sink.write(&records, None).await;
-        assert_eq!(report.first_failed.as_deref(), Some(records[2].sequence_number.as_str()));
-        assert_eq!(report.events_written, 3);
+        .collect()
+    }
+
+    fn refused() -> MockResponse<PutLogEventsOutput, PutLogEventsError> {
+        MockResponse::Error(PutLogEventsError::InvalidParameterException(
+            InvalidParameterException::builder().message("bad").build(),
+        ))
+    }
+
+    fn sink(client: aws_sdk_cloudwatchlogs::Client) -> Sink {
+        Sink::new(LogWriter::new(client, GroupSettings::default()), "/pillar/", Routing::default())
+    }
+
+    #[tokio::test]
+    async fn a_refused_group_s_events_go_to_the_fallback_group_with_the_reason() {
+        let (client, asked) = logs(|_, request| match request.log_group_name() {
+            Some("/pillar/broken") => refused(),
+            _ => stored(),
+        });
+        let records = mixed();
+        let report = sink(client).write(&records, None).await;
+        assert_eq!(report.first_failed, None, "the shard goes on");
+        assert_eq!((report.events_written, report.events_to_fallback), (5, 2));
         let asked = asked.lock().expect("asked");
-        let fine: Vec<&(String, String, Vec<String>)> =
-            asked.puts.iter().filter(|p| p.0 == "/pillar/fine").collect();
+        let fine: Vec<_> = asked.puts.iter().filter(|p| p.0 == "/pillar/fine").collect();
         assert_eq!(fine.len(), 1, "one call for the three events of one stream");
         assert_eq!(fine[0].2.len(), 3);
+        let fallback: Vec<_> =
+            asked.puts.iter().filter(|p| p.0 == "/pillar/pillar-undeliverable").collect();
+        assert_eq!(fallback.len(), 2, "the reason, then the events");
+        assert!(
+            fallback.iter().all(|p| p.1.ends_with("/pillar/broken/unattributed")),
+            "{:?}",
+            fallback[0].1
+        );
+        assert!(
+            fallback[0].2[0].contains("refused PutLogEvents on /pillar/broken: "),
+            "{}",
+            fallback[0].2[0]
+        );
+        assert_eq!(
+            fallback[1].2,
+            [r#"{"service":"broken","n":2}"#, r#"{"service":"broken","n":4}"#]
+        );
+    }
+
+    #[tokio::test]
+    async fn when_the_fallback_is_refused_too_the_first_record_not_written_is_reported() {
+        let (client, asked) = logs(|_, request| match request.log_group_name() {
+            Some("/pillar/fine") => stored(),
+            _ => refused(),
+        });
+        let records = mixed();
+        let report = sink(client).write(&records, None).await;
+        assert_eq!(report.first_failed.as_deref(), Some(records[2].sequence_number.as_str()));
+        assert_eq!((report.events_written, report.events_to_fallback), (3, 0));
+        assert!(asked.lock().expect("asked").puts.iter().any(|p| p.0 == "/pillar/fine"));
     }
 
     #[tokio::test]
     async fn past_the_deadline_nothing_is_written_and_the_first_record_is_reported() {
         let (client, asked) = logs(|_, _| stored());
-        let sink = Sink::new(LogWriter::new(client, GroupSettings::default()), "/pillar/");
+        let sink = sink(client);
         let records = vec![record(0, "a"), record(1, "b")];
         let report = sink.write(&records, Some(Instant::now())).await;
         assert_eq!(report.first_failed.as_deref(), Some(records[0].sequence_number.as_str()));
@@ -259,7 +384,7 @@ mod tests {
     #[tokio::test]
     async fn events_of_one_stream_go_in_chronological_order_and_large_ones_in_parts() {
         let (client, asked) = logs(|_, _| stored());
-        let sink = Sink::new(LogWriter::new(client, GroupSettings::default()), "/pillar/");
+        let sink = sink(client);
         let big = format!(
             r#"{{"service":"s","timestamp":1795773600000,"blob":"{}"}}"#,
             "x".repeat(600_000)

@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use logging::cloudwatch::{GroupSettings, LogReader, LogWriter};
 use logging::drain::Drain;
+use logging::event::{Routing, SERVICE_KEY_PREFIX};
 use logging::heartbeat::Heartbeat;
 use logging::producer::Producer;
 use logging::sink::Sink;
@@ -85,6 +86,7 @@ struct Resolved {
     stream: String,
     prefix: String,
     groups: GroupSettings,
+    routing: Routing,
 }
 
 impl StreamArgs {
@@ -107,11 +109,13 @@ impl StreamArgs {
                 stream,
                 prefix: logging.log_group_prefix.clone(),
                 groups: GroupSettings::of(&logging),
+                routing: Routing::of(&logging),
             },
             None => Resolved {
                 stream,
                 prefix: DEFAULT_LOG_GROUP_PREFIX.to_owned(),
                 groups: GroupSettings::default(),
+                routing: Routing::default(),
             },
         })
     }
@@ -147,8 +151,9 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                     )),
                     None => Box::new(std::io::stdin().lock()),
                 };
+                let key = format!("{SERVICE_KEY_PREFIX}{service}");
                 for line in lines(input) {
-                    producer.send(&service, line?).await?;
+                    producer.send(&key, line?).await?;
                 }
                 let shipped = producer.flush().await?;
                 println!(
@@ -166,7 +171,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 let drain = Drain {
                     client: aws_sdk_kinesis::Client::new(&aws),
                     stream: resolved.stream.clone(),
-                    sink: Sink::new(writer, resolved.prefix),
+                    sink: Sink::new(writer, resolved.prefix, resolved.routing),
                     checkpoint,
                 };
                 let drained = drain.run(once).await?;

@@ -147,6 +147,25 @@ pub struct Logging {
     /// KMS key (ARN) the log groups the sink creates are encrypted with; CloudWatch Logs'
     /// own encryption when unset.
     pub kms_key: Option<String>,
+    /// Fields of a JSON line naming its service, tried after `service` and `service.name`
+    /// (a dotted name reads nested objects, e.g. `kubernetes.labels.app`).
+    #[serde(default)]
+    pub service_fields: Vec<String>,
+    /// Fields of a JSON line holding its time, tried after `timestamp`, `@timestamp`,
+    /// `time`, `ts` and `date`.
+    #[serde(default)]
+    pub timestamp_fields: Vec<String>,
+    /// The service of a line that names none and came through no CloudWatch Logs
+    /// subscription.
+    #[serde(default = "default_service")]
+    pub default_service: String,
+    /// The stream's producers set the partition key to the service name (Fluent Bit and
+    /// Vector make random keys, so this is off unless every producer is configured so).
+    #[serde(default)]
+    pub partition_key_is_service: bool,
+    /// How long Kinesis keeps records the sink has not written (24 to 8760 hours).
+    #[serde(default = "default_stream_retention_hours")]
+    pub stream_retention_hours: u32,
 }
 
 /// Where log groups go when nothing says otherwise: `<prefix><service>`.
@@ -162,6 +181,11 @@ impl Logging {
             retention_days: default_retention_days(),
             heartbeat_period_minutes: default_heartbeat_minutes(),
             kms_key: None,
+            service_fields: Vec::new(),
+            timestamp_fields: Vec::new(),
+            default_service: default_service(),
+            partition_key_is_service: false,
+            stream_retention_hours: default_stream_retention_hours(),
         }
     }
 }
@@ -180,6 +204,17 @@ fn default_retention_days() -> u32 {
 
 fn default_heartbeat_minutes() -> u32 {
     5
+}
+
+/// The service of lines that say nothing of where they are from.
+pub const DEFAULT_SERVICE: &str = "unlabelled";
+
+fn default_service() -> String {
+    DEFAULT_SERVICE.to_owned()
+}
+
+fn default_stream_retention_hours() -> u32 {
+    7 * 24
 }
 
 fn patterns<S: Serializer>(patterns: &[Regex], serializer: S) -> Result<S::Ok, S::Error> {

@@ -227,6 +227,18 @@ fn logging(manifest: &Manifest, p: &mut Problems) {
     if !(1..=1440).contains(&logging.heartbeat_period_minutes) {
         p.add("logging.heartbeat_period_minutes", "the heartbeat period is 1 to 1440 minutes");
     }
+    if !(24..=8760).contains(&logging.stream_retention_hours) {
+        p.add(
+            "logging.stream_retention_hours",
+            "Kinesis keeps records 24 to 8760 hours (1 to 365 days)",
+        );
+    }
+    p.expect_match(
+        "logging.default_service".into(),
+        &logging.default_service,
+        &LOG_GROUP_PREFIX,
+        "a service name usable in a log group name (letters, digits, `_`, `.`, `/`, `#`, `-`)",
+    );
     if let Some(key) = &logging.kms_key {
         p.expect_match(
             "logging.kms_key".into(),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
 use logging::cloudwatch::{GroupSettings, LogWriter};
+use logging::event::Routing;
 use logging::sink::Sink;
 use pillar_config::Env;
 
@@ -16,7 +17,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let aws = aws_config::load_from_env().await;
     let writer =
         LogWriter::new(aws_sdk_cloudwatchlogs::Client::new(&aws), GroupSettings::of(&logging));
-    let sink = Arc::new(Sink::new(writer, &logging.log_group_prefix));
+    let sink = Arc::new(Sink::new(writer, &logging.log_group_prefix, Routing::of(&logging)));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<KinesisEvent>| {
         let sink = Arc::clone(&sink);
         async move {
