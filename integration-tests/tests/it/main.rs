@@ -6,6 +6,7 @@ mod docker_faults;
 mod docker_mirror;
 mod git_credentials;
 mod logging;
+mod logging_producers;
 mod scp_converge;
 mod scp_dulwich;
 mod scp_faults;

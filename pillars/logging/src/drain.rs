@@ -1,6 +1,8 @@
 //! Draining the stream without Lambda (`pillar logs drain`): every shard read from the
 //! oldest record, or from where a checkpoint file says the last run stopped, through the
-//! same sink the Lambda runs. The checkpoint moves only past records durably written.
+//! same sink the Lambda runs. The checkpoint moves only past records durably written, and
+//! names the stream it belongs to (ARN and creation time): a stream deleted and made again
+//! under the same name is read from its oldest record, not skipped.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,8 +20,22 @@ const RECORDS_PER_READ: i32 = 10_000;
 /// Tries of one batch the sink could not write before the drain gives up.
 const WRITE_ATTEMPTS: u32 = 5;
 
-/// shard id → the sequence number of the last record written.
-type Checkpoint = BTreeMap<String, String>;
+/// Where a drain got to in one stream.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Checkpoint {
+    stream_arn: String,
+    /// When the stream was created, in milliseconds since the epoch.
+    created: i64,
+    /// shard id → the sequence number of the last record written.
+    shards: BTreeMap<String, String>,
+}
+
+/// What identifies a stream beyond its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamIdentity {
+    pub arn: String,
+    pub created: i64,
+}
 
 /// What a drain did, summed over its batches.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -28,6 +44,19 @@ pub struct Drained {
     pub records: usize,
     pub events_written: usize,
     pub events_rejected: usize,
+    pub events_restamped: usize,
+    pub events_to_fallback: usize,
+    pub records_undecodable: usize,
+}
+
+impl Drained {
+    fn add(&mut self, report: &SinkReport) {
+        self.events_written += report.events_written;
+        self.events_rejected += report.events_rejected;
+        self.events_restamped += report.decoded.restamped;
+        self.events_to_fallback += report.events_to_fallback;
+        self.records_undecodable += report.decoded.undecodable;
+    }
 }
 
 /// Reads one stream into a sink.
@@ -36,7 +65,8 @@ pub struct Drain {
     pub client: Client,
     pub stream: String,
     pub sink: Sink,
-    pub checkpoint: PathBuf,
+    /// The checkpoint file; by default one per stream identity in the temporary directory.
+    pub checkpoint: Option<PathBuf>,
 }
 
 fn kinesis_error<E, R>(
@@ -59,19 +89,41 @@ impl Drain {
     /// Reads every shard to its end; with `once`, returns then, otherwise keeps reading
     /// new records until stopped.
     pub async fn run(&self, once: bool) -> Result<Drained, LogError> {
-        let mut checkpoint = load(&self.checkpoint)?;
+        let identity = self.identity().await?;
+        let path = self.checkpoint.clone().unwrap_or_else(|| default_checkpoint(&identity));
+        let mut checkpoint = load(&path, &identity)?;
         let mut drained = Drained::default();
         loop {
             let shards = self.shards().await?;
             drained.shards = shards.len();
             for shard in &shards {
-                self.read_shard(shard, &mut checkpoint, &mut drained).await?;
+                self.read_shard(shard, (&path, &mut checkpoint), &mut drained).await?;
             }
             if once {
                 return Ok(drained);
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    /// The stream's ARN and creation time.
+    pub async fn identity(&self) -> Result<StreamIdentity, LogError> {
+        let summary = self
+            .client
+            .describe_stream_summary()
+            .stream_name(&self.stream)
+            .send()
+            .await
+            .map_err(|e| kinesis_error("DescribeStreamSummary", &self.stream, &e))?;
+        let summary = summary.stream_description_summary().ok_or_else(|| LogError::Kinesis {
+            operation: "DescribeStreamSummary",
+            stream: self.stream.clone(),
+            message: "no stream description in the answer".into(),
+        })?;
+        Ok(StreamIdentity {
+            arn: summary.stream_arn().to_owned(),
+            created: summary.stream_creation_timestamp().to_millis().unwrap_or_default(),
+        })
     }
 
     async fn shards(&self) -> Result<Vec<String>, LogError> {
@@ -96,11 +148,11 @@ impl Drain {
     async fn read_shard(
         &self,
         shard: &str,
-        checkpoint: &mut Checkpoint,
+        (path, checkpoint): (&Path, &mut Checkpoint),
         drained: &mut Drained,
     ) -> Result<(), LogError> {
         let mut iterator =
-            Some(self.iterator(shard, checkpoint.get(shard).map(String::as_str)).await?);
+            Some(self.iterator(shard, checkpoint.shards.get(shard).map(String::as_str)).await?);
         while let Some(current) = iterator.take() {
             let read = self
                 .client
@@ -134,11 +186,10 @@ impl Drain {
             }
             let report = self.write(&records).await?;
             drained.records += report.records;
-            drained.events_written += report.events_written;
-            drained.events_rejected += report.events_rejected;
+            drained.add(&report);
             let last = records.last().expect("not empty").sequence_number.clone();
-            checkpoint.insert(shard.to_owned(), last);
-            save(&self.checkpoint, checkpoint)?;
+            checkpoint.shards.insert(shard.to_owned(), last);
+            save(path, checkpoint)?;
             iterator = next;
         }
         Ok(())
@@ -153,6 +204,9 @@ impl Drain {
             let report = self.sink.write(&records[from..], None).await;
             total.events_written += report.events_written;
             total.events_rejected += report.events_rejected;
+            total.events_to_fallback += report.events_to_fallback;
+            total.decoded.restamped += report.decoded.restamped;
+            total.decoded.undecodable += report.decoded.undecodable;
             let Some(failed) = report.first_failed else { return Ok(total) };
             from += records[from..].iter().position(|r| r.sequence_number == failed).unwrap_or(0);
             tracing::warn!(
@@ -189,16 +243,55 @@ impl Drain {
     }
 }
 
-fn load(path: &Path) -> Result<Checkpoint, LogError> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LogError::Checkpoint {
+/// `<temp>/pillars-logs/<stream ARN>-<created>.checkpoint.json`, the ARN's `:` and `/` as `_`.
+fn default_checkpoint(identity: &StreamIdentity) -> PathBuf {
+    let name: String = identity
+        .arn
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .collect();
+    std::env::temp_dir()
+        .join("pillars-logs")
+        .join(format!("{name}-{}.checkpoint.json", identity.created))
+}
+
+/// The checkpoint at `path` if it belongs to the stream `identity` names; a fresh one
+/// (from the oldest record) when there is none or it is another stream's, with a warning.
+fn load(path: &Path, identity: &StreamIdentity) -> Result<Checkpoint, LogError> {
+    let fresh = Checkpoint {
+        stream_arn: identity.arn.clone(),
+        created: identity.created,
+        shards: BTreeMap::new(),
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(fresh),
+        Err(error) => return Err(LogError::Checkpoint { path: path.to_owned(), error }),
+    };
+    match serde_json::from_slice::<Checkpoint>(&bytes) {
+        Ok(found) if found.stream_arn == identity.arn && found.created == identity.created => {
+            Ok(found)
+        }
+        Ok(found) => {
+            tracing::warn!(
+                checkpoint = %path.display(),
+                of = found.stream_arn,
+                created = found.created,
+                stream = identity.arn,
+                "the checkpoint is another stream's (deleted and made again?); reading from the oldest record"
+            );
+            Ok(fresh)
+        }
+        Err(_) if serde_json::from_slice::<BTreeMap<String, String>>(&bytes).is_ok() => {
+            tracing::warn!(checkpoint = %path.display(), "the checkpoint names no stream (an older pillar wrote it); reading from the oldest record");
+            Ok(fresh)
+        }
+        Err(e) => Err(LogError::Checkpoint {
             path: path.to_owned(),
             error: std::io::Error::other(format!(
                 "{e}; delete it to read the stream from its oldest record"
             )),
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Checkpoint::new()),
-        Err(error) => Err(LogError::Checkpoint { path: path.to_owned(), error }),
     }
 }
 

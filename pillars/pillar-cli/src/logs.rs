@@ -41,7 +41,8 @@ pub enum Command {
         /// Stop once every shard is read to its end.
         #[arg(long)]
         once: bool,
-        /// Where the position in each shard is kept (default: in the temporary directory).
+        /// Where the position in each shard is kept (default: in the temporary directory,
+        /// one file per stream ARN and creation time).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
     },
@@ -164,9 +165,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Command::Drain { stream, once, checkpoint } => {
                 let resolved = stream.resolve()?;
-                let checkpoint = checkpoint.unwrap_or_else(|| {
-                    std::env::temp_dir().join("pillars-logs").join(format!("{}.checkpoint.json", resolved.stream))
-                });
                 let writer = LogWriter::new(aws_sdk_cloudwatchlogs::Client::new(&aws), resolved.groups);
                 let drain = Drain {
                     client: aws_sdk_kinesis::Client::new(&aws),
@@ -176,8 +174,15 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 };
                 let drained = drain.run(once).await?;
                 println!(
-                    "drained {} records from {} shard(s) of {}: {} events written, {} rejected by CloudWatch Logs",
-                    drained.records, drained.shards, resolved.stream, drained.events_written, drained.events_rejected
+                    "drained {} records from {} shard(s) of {}: {} events written ({} restamped, {} to the fallback group), {} rejected by CloudWatch Logs, {} records undecodable",
+                    drained.records,
+                    drained.shards,
+                    resolved.stream,
+                    drained.events_written,
+                    drained.events_restamped,
+                    drained.events_to_fallback,
+                    drained.events_rejected,
+                    drained.records_undecodable
                 );
                 Ok(ExitCode::SUCCESS)
             }
