@@ -51,6 +51,14 @@ export function addPillarStacks(app: App, manifest: Manifest, sources: PillarSou
       logging: manifest.logging,
     });
     new CfnOutput(stack, 'StreamName', { value: stack.pillar.stream.streamName });
+    new CfnOutput(stack, 'ProducerPolicyArn', {
+      value: stack.pillar.producerPolicy.managedPolicyArn,
+      description: 'Attach to a producer role (Fluent Bit, Vector, the Kinesis Agent, pillar logs ship)',
+    });
+    new CfnOutput(stack, 'SubscriptionRoleArn', {
+      value: stack.pillar.subscriptionRole.roleArn,
+      description: 'The roleArn of a CloudWatch Logs subscription filter into the stream',
+    });
     new CfnOutput(stack, 'AlarmTopicArn', { value: stack.pillar.alarms.topic.topicArn });
     stacks.logging = stack;
   }

@@ -26,6 +26,10 @@ export interface LoggingPillarProps {
 export class LoggingPillar extends Construct {
   readonly stream: kinesis.Stream;
   readonly failedBatches: sqs.Queue;
+  /** What a producer's role attaches to put records into the stream. */
+  readonly producerPolicy: iam.ManagedPolicy;
+  /** The role a CloudWatch Logs subscription filter delivers into the stream with. */
+  readonly subscriptionRole: iam.Role;
   readonly alarms: AlarmTopic;
   readonly healthy: cloudwatch.Alarm;
 
@@ -41,7 +45,28 @@ export class LoggingPillar extends Construct {
       streamName: logging.stream,
       streamMode: kinesis.StreamMode.ON_DEMAND,
       encryption: kinesis.StreamEncryption.MANAGED,
+      // What the sink has not written stays this long; `pillar logs replay` reads it back.
+      retentionPeriod: Duration.hours(logging.stream_retention_hours),
     });
+
+    this.producerPolicy = new iam.ManagedPolicy(this, 'ProducerPolicy', {
+      description: `Put log records into the Logging Pillar's stream ${logging.stream}`,
+      statements: [
+        new iam.PolicyStatement({
+          actions: ['kinesis:PutRecord', 'kinesis:PutRecords', 'kinesis:DescribeStreamSummary', 'kinesis:ListShards'],
+          resources: [this.stream.streamArn],
+        }),
+      ],
+    });
+    this.subscriptionRole = new iam.Role(this, 'SubscriptionRole', {
+      description: 'CloudWatch Logs subscription filters deliver into the Logging Pillar stream with this role',
+      assumedBy: new iam.ServicePrincipal('logs.amazonaws.com', {
+        conditions: { StringLike: { 'aws:SourceArn': `arn:${partition}:logs:${region}:${account}:*` } },
+      }),
+    });
+    this.subscriptionRole.addToPolicy(
+      new iam.PolicyStatement({ actions: ['kinesis:PutRecord', 'kinesis:PutRecords'], resources: [this.stream.streamArn] }),
+    );
 
     const sink = new PillarFunction(this, 'Sink', {
       source: props.source,
@@ -68,11 +93,19 @@ export class LoggingPillar extends Construct {
         reportBatchItemFailures: true,
         bisectBatchOnError: true,
         retryAttempts: 10,
-        maxRecordAge: Duration.hours(24),
+        // Below the stream's retention, so a batch given up on is still in the stream for
+        // `pillar logs replay` (Lambda takes at most 7 days).
+        maxRecordAge: Duration.hours(Math.min(logging.stream_retention_hours - 1, 7 * 24)),
         onFailure: new SqsDlq(this.failedBatches),
       }),
     );
-    const groupActions = ['logs:CreateLogGroup', 'logs:PutRetentionPolicy', 'logs:CreateLogStream', 'logs:PutLogEvents'];
+    const groupActions = [
+      'logs:CreateLogGroup',
+      'logs:PutRetentionPolicy',
+      'logs:CreateLogStream',
+      'logs:PutLogEvents',
+      'logs:DescribeLogGroups',
+    ];
     if (logging.kms_key) {
       // Groups created with the manifest's key; the key's policy must let CloudWatch Logs use it.
       groupActions.push('logs:AssociateKmsKey');
@@ -91,6 +124,8 @@ export class LoggingPillar extends Construct {
       timeout: Duration.minutes(1),
     });
     this.stream.grantWrite(heartbeat.function);
+    // To tell which hop lost a missing heartbeat: was it in the stream?
+    this.stream.grantRead(heartbeat.function);
     const heartbeats = `${groups}${HEARTBEAT_SERVICE}:*`;
     heartbeat.function.addToRolePolicy(new iam.PolicyStatement({ actions: ['logs:FilterLogEvents'], resources: [heartbeats] }));
     acknowledgeWildcard(heartbeat.role, heartbeats, 'The heartbeat log group: FilterLogEvents takes its `:*` ARN');
@@ -135,6 +170,18 @@ export class LoggingPillar extends Construct {
         600_000,
       ),
       symptom(
+        'FallbackAlarm',
+        'CloudWatch Logs refused a log group: its events went to <prefix>pillar-undeliverable, with the reason',
+        pillarMetric(NAMESPACE, 'EventsToFallback', Duration.minutes(5)),
+        1,
+      ),
+      symptom(
+        'UndecodableAlarm',
+        'Records whose compressed data would not decompress: kept as marked base64',
+        pillarMetric(NAMESPACE, 'RecordsUndecodable', Duration.minutes(5)),
+        1,
+      ),
+      symptom(
         'FailedBatchesAlarm',
         'Batches the sink gave up on: their shard and sequence range wait in the queue',
         this.failedBatches.metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(5), statistic: 'Maximum' }),
@@ -153,7 +200,7 @@ export class LoggingPillar extends Construct {
           }),
           new cloudwatch.GraphWidget({
             title: 'Sink throughput',
-            left: ['RecordsRead', 'EventsWritten', 'EventsRejected'].map((m) =>
+            left: ['RecordsRead', 'EventsWritten', 'EventsRejected', 'EventsRestamped', 'EventsToFallback'].map((m) =>
               pillarMetric(NAMESPACE, m, Duration.minutes(1)),
             ),
           }),

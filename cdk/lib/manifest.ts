@@ -24,6 +24,7 @@ export interface LoggingConfig {
   readonly retention_days: number;
   readonly heartbeat_period_minutes: number;
   readonly kms_key: string | null;
+  readonly stream_retention_hours: number;
 }
 
 export interface SourceControlConfig {

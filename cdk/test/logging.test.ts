@@ -12,12 +12,32 @@ test('an on-demand, encrypted stream named in the manifest', () => {
   });
 });
 
+test('the stream keeps what the sink has not written longer than the mapping tries', () => {
+  built.hasResourceProperties('AWS::Kinesis::Stream', { RetentionPeriodHours: 168 });
+});
+
+test('producers get a managed policy to put records, subscriptions a role CloudWatch Logs assumes', () => {
+  built.hasResourceProperties('AWS::IAM::ManagedPolicy', {
+    PolicyDocument: {
+      Statement: [Match.objectLike({ Action: Match.arrayWith(['kinesis:PutRecords']), Resource: Match.anyValue() })],
+    },
+  });
+  built.hasResourceProperties('AWS::IAM::Role', {
+    AssumeRolePolicyDocument: {
+      Statement: [Match.objectLike({ Principal: { Service: 'logs.amazonaws.com' }, Condition: Match.anyValue() })],
+    },
+  });
+  for (const metric of ['EventsToFallback', 'RecordsUndecodable']) {
+    built.hasResourceProperties('AWS::CloudWatch::Alarm', { MetricName: metric, AlarmActions: [Match.anyValue()] });
+  }
+});
+
 test('the sink reports batch item failures, bisects, retries a bounded number of times, keeps failures', () => {
   built.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
     FunctionResponseTypes: ['ReportBatchItemFailures'],
     BisectBatchOnFunctionError: true,
     MaximumRetryAttempts: 10,
-    MaximumRecordAgeInSeconds: 86400,
+    MaximumRecordAgeInSeconds: 167 * 3600,
     StartingPosition: 'TRIM_HORIZON',
     DestinationConfig: { OnFailure: { Destination: Match.anyValue() } },
   });
