@@ -51,6 +51,10 @@ export function addPillarStacks(app: App, manifest: Manifest, sources: PillarSou
       logging: manifest.logging,
     });
     new CfnOutput(stack, 'StreamName', { value: stack.pillar.stream.streamName });
+    new CfnOutput(stack, 'FailedBatchesQueueUrl', {
+      value: stack.pillar.failedBatches.queueUrl,
+      description: 'Batches the sink gave up on: pillar logs replay --queue <this>',
+    });
     new CfnOutput(stack, 'ProducerPolicyArn', {
       value: stack.pillar.producerPolicy.managedPolicyArn,
       description: 'Attach to a producer role (Fluent Bit, Vector, the Kinesis Agent, pillar logs ship)',

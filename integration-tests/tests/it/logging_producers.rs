@@ -181,3 +181,44 @@ fn a_stream_made_again_under_its_name_is_read_from_its_oldest_record() {
     assert_eq!(events.len(), 4);
     assert!(events.iter().any(|(_, m)| m.contains("after")));
 }
+
+#[test]
+fn a_batch_lambda_gave_up_on_is_replayed_from_the_stream_and_its_message_deleted() {
+    let stream = unique("replay");
+    let prefix = format!("/{}/", unique("replay"));
+    // The on-failure record as the Lambda developer guide shows it for a Kinesis mapping.
+    let script = r#"
+import json, sys, boto3
+stream = sys.argv[1]
+kinesis, sqs = boto3.client("kinesis"), boto3.client("sqs")
+kinesis.create_stream(StreamName=stream, ShardCount=1)
+arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]
+put = [kinesis.put_record(StreamName=stream, PartitionKey="k", Data=json.dumps({"service": "svc", "n": n}).encode()) for n in range(5)]
+queue = sqs.create_queue(QueueName=stream + "-failed")["QueueUrl"]
+sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({
+    "requestContext": {"requestId": "c9b8fa9f-5a7f-xmpl-af9c-0c604cde93a5", "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:log-sink",
+                       "condition": "RetryAttemptsExhausted", "approximateInvokeCount": 11},
+    "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+    "version": "1.0", "timestamp": "2026-11-30T00:38:06.021Z",
+    "KinesisBatchInfo": {"shardId": put[1]["ShardId"], "startSequenceNumber": put[1]["SequenceNumber"],
+                         "endSequenceNumber": put[3]["SequenceNumber"], "approximateArrivalOfFirstRecord": "2026-11-30T00:38:04.835Z",
+                         "approximateArrivalOfLastRecord": "2026-11-30T00:38:05.580Z", "batchSize": 3, "streamArn": arn}}))
+print(queue)
+"#;
+    let queue = python(script, &[&stream]).trim().to_owned();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = manifest(dir.path(), &stream, &prefix);
+    let out = ok(pillar().args(["logs", "replay", "--queue", &queue, "--config"]).arg(&config));
+    assert!(out.contains("replayed 1 failed batches (3 records, 3 events written)"), "{out}");
+    assert!(out.contains("0 messages left"), "{out}");
+    let numbers: Vec<i64> = stored(&prefix)[&format!("{prefix}svc")]
+        .iter()
+        .map(|(_, m)| serde_json::from_str::<Value>(m).expect("json")["n"].as_i64().expect("n"))
+        .collect();
+    assert_eq!(numbers, [1, 2, 3], "exactly the batch's range");
+    let left = python(
+        "import sys, boto3\nprint(boto3.client('sqs').get_queue_attributes(QueueUrl=sys.argv[1], AttributeNames=['All'])['Attributes']['ApproximateNumberOfMessages'])",
+        &[&queue],
+    );
+    assert_eq!(left.trim(), "0", "the message is deleted once its range is written");
+}

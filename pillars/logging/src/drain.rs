@@ -69,7 +69,7 @@ pub struct Drain {
     pub checkpoint: Option<PathBuf>,
 }
 
-fn kinesis_error<E, R>(
+pub(crate) fn kinesis_error<E, R>(
     operation: &'static str,
     stream: &str,
     error: &aws_sdk_kinesis::error::SdkError<E, R>,
@@ -162,19 +162,7 @@ impl Drain {
                 .send()
                 .await
                 .map_err(|e| kinesis_error("GetRecords", &self.stream, &e))?;
-            let records: Vec<InputRecord> = read
-                .records()
-                .iter()
-                .map(|r| InputRecord {
-                    sequence_number: r.sequence_number().to_owned(),
-                    partition_key: r.partition_key().unwrap_or_default().to_owned(),
-                    data: r.data().as_ref().to_vec(),
-                    arrival_ms: r
-                        .approximate_arrival_timestamp()
-                        .and_then(|t| t.to_millis().ok())
-                        .unwrap_or_default(),
-                })
-                .collect();
+            let records: Vec<InputRecord> = read.records().iter().map(record_of).collect();
             let next = read.next_shard_iterator().map(str::to_owned);
             if records.is_empty() {
                 // An empty page before the end of the data is possible: go on until caught up.
@@ -197,7 +185,7 @@ impl Drain {
 
     /// Writes `records` through the sink, as Lambda would retry a batch: from the first
     /// record not written, a few times.
-    async fn write(&self, records: &[InputRecord]) -> Result<SinkReport, LogError> {
+    pub(crate) async fn write(&self, records: &[InputRecord]) -> Result<SinkReport, LogError> {
         let mut total = SinkReport { records: records.len(), ..SinkReport::default() };
         let mut from = 0;
         for attempt in 1..=WRITE_ATTEMPTS {
@@ -240,6 +228,19 @@ impl Drain {
             stream: self.stream.clone(),
             message: format!("no iterator for shard {shard}"),
         })
+    }
+}
+
+/// A record as GetRecords gives it, as the sink takes it.
+pub(crate) fn record_of(record: &aws_sdk_kinesis::types::Record) -> InputRecord {
+    InputRecord {
+        sequence_number: record.sequence_number().to_owned(),
+        partition_key: record.partition_key().unwrap_or_default().to_owned(),
+        data: record.data().as_ref().to_vec(),
+        arrival_ms: record
+            .approximate_arrival_timestamp()
+            .and_then(|t| t.to_millis().ok())
+            .unwrap_or_default(),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod event;
 pub mod heartbeat;
 pub mod kpl;
 pub mod producer;
+pub mod replay;
 pub mod settings;
 pub mod sink;
 
@@ -42,6 +43,8 @@ pub enum LogError {
         "stream `{stream}`: the records from {record} on could not be written to CloudWatch Logs (see the errors above); the next drain starts there"
     )]
     Sink { stream: String, record: String },
+    #[error("SQS queue {queue}: {message}")]
+    Queue { queue: String, message: String },
     #[error("checkpoint file {}: {error}", path.display())]
     Checkpoint { path: PathBuf, error: std::io::Error },
     #[error("stopped at the deadline; what is left is reported for a retry")]

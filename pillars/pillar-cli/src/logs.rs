@@ -46,6 +46,16 @@ pub enum Command {
         #[arg(long)]
         checkpoint: Option<PathBuf>,
     },
+    /// Write the batches the log-sink Lambda gave up on: each message of the failed-batch
+    /// queue names a shard and sequence range, read back from the stream while it holds
+    /// them; a message is deleted once its range is written.
+    Replay {
+        #[command(flatten)]
+        stream: StreamArgs,
+        /// The failed-batch queue's URL (the stack's FailedBatchesQueueUrl output).
+        #[arg(long)]
+        queue: String,
+    },
     /// Print a service's events from CloudWatch Logs, oldest first.
     Tail {
         /// The service whose log group is read.
@@ -185,6 +195,22 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                     drained.records_undecodable
                 );
                 Ok(ExitCode::SUCCESS)
+            }
+            Command::Replay { stream, queue } => {
+                let resolved = stream.resolve()?;
+                let writer = LogWriter::new(aws_sdk_cloudwatchlogs::Client::new(&aws), resolved.groups);
+                let drain = Drain {
+                    client: aws_sdk_kinesis::Client::new(&aws),
+                    stream: resolved.stream.clone(),
+                    sink: Sink::new(writer, resolved.prefix, resolved.routing),
+                    checkpoint: None,
+                };
+                let replayed = drain.replay(&aws_sdk_sqs::Client::new(&aws), &queue).await?;
+                println!(
+                    "replayed {} failed batches ({} records, {} events written) into CloudWatch Logs; {} messages left in the queue",
+                    replayed.batches, replayed.records, replayed.events_written, replayed.left
+                );
+                Ok(if replayed.left == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
             }
             Command::Tail { service, since, config } => {
                 let prefix = match config {
