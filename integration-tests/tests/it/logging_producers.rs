@@ -222,3 +222,59 @@ print(queue)
     );
     assert_eq!(left.trim(), "0", "the message is deleted once its range is written");
 }
+
+/// The records in `stream` (one shard), their data as text, read with boto3.
+fn records_in(stream: &str) -> Vec<String> {
+    let script = r#"
+import json, sys, boto3
+k = boto3.client("kinesis")
+shard = k.list_shards(StreamName=sys.argv[1])["Shards"][0]["ShardId"]
+it = k.get_shard_iterator(StreamName=sys.argv[1], ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+print(json.dumps([r["Data"].decode() for r in k.get_records(ShardIterator=it)["Records"]]))
+"#;
+    serde_json::from_str(&python(script, &[stream])).expect("json")
+}
+
+#[test]
+fn ship_sends_a_live_line_within_seconds_and_resumes_a_file_from_its_checkpoint() {
+    use std::io::Write as _;
+    let stream = unique("ship");
+    python(
+        "import sys, boto3\nboto3.client('kinesis').create_stream(StreamName=sys.argv[1], ShardCount=1)",
+        &[&stream],
+    );
+    // `tail -F app.log | pillar logs ship`: the pipe stays open.
+    let mut shipping = pillar()
+        .args(["logs", "ship", "--service", "live", "--stream", &stream])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("pillar logs ship");
+    let mut pipe = shipping.stdin.take().expect("stdin");
+    writeln!(pipe, "first live line").expect("write");
+    pipe.flush().expect("flush");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while records_in(&stream).is_empty() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(records_in(&stream), ["first live line"], "sent while the input is still open");
+    assert!(shipping.try_wait().expect("wait").is_none(), "still shipping");
+    drop(pipe);
+    assert!(shipping.wait().expect("wait").success());
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (file, checkpoint) = (dir.path().join("app.log"), dir.path().join("app.checkpoint"));
+    std::fs::write(&file, "one\ntwo\nthree\n").expect("write");
+    let ship = || {
+        ok(pillar()
+            .args(["logs", "ship", "--service", "app", "--stream", &stream, "--checkpoint"])
+            .arg(&checkpoint)
+            .arg(&file))
+    };
+    assert!(ship().starts_with("shipped 3 events"));
+    let mut appended = std::fs::OpenOptions::new().append(true).open(&file).expect("open");
+    writeln!(appended, "four\nfive").expect("append");
+    let again = ship();
+    assert!(again.starts_with("shipped 2 events"), "only what was added: {again}");
+    assert_eq!(records_in(&stream), ["first live line", "one", "two", "three", "four", "five"]);
+}

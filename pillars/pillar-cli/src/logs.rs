@@ -31,6 +31,10 @@ pub enum Command {
         /// Pack lines into KPL aggregated records.
         #[arg(long)]
         aggregate: bool,
+        /// Where in FILE shipping got to: a run resumes after the lines already sent (the
+        /// same file, by inode), a file cut shorter is read again from its start.
+        #[arg(long, requires = "file")]
+        checkpoint: Option<PathBuf>,
         file: Option<PathBuf>,
     },
     /// Read every shard of the stream into CloudWatch Logs, as the log-sink Lambda does,
@@ -152,21 +156,10 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     crate::runtime()?.block_on(async {
         let aws = aws_config::load_from_env().await;
         match command {
-            Command::Ship { stream, service, aggregate, file } => {
+            Command::Ship { stream, service, aggregate, checkpoint, file } => {
                 let resolved = stream.resolve()?;
-                let client = aws_sdk_kinesis::Client::new(&aws);
-                let mut producer = Producer::new(client, &resolved.stream, aggregate);
-                let input: Box<dyn BufRead> = match &file {
-                    Some(path) => Box::new(std::io::BufReader::new(
-                        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?,
-                    )),
-                    None => Box::new(std::io::stdin().lock()),
-                };
-                let key = format!("{SERVICE_KEY_PREFIX}{service}");
-                for line in lines(input) {
-                    producer.send(&key, line?).await?;
-                }
-                let shipped = producer.flush().await?;
+                let producer = Producer::new(aws_sdk_kinesis::Client::new(&aws), &resolved.stream, aggregate);
+                let shipped = ship(producer, &service, file, checkpoint).await?;
                 println!(
                     "shipped {} events in {} records ({} bytes, {} PutRecords calls) to {}",
                     shipped.events, shipped.records, shipped.bytes, shipped.calls, resolved.stream
@@ -260,18 +253,118 @@ pub fn heartbeat(args: HeartbeatArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The lines of `input` without their endings; bytes that are not UTF-8 kept as best read.
-fn lines(mut input: Box<dyn BufRead>) -> impl Iterator<Item = std::io::Result<String>> {
+/// How often `pillar logs ship` sends what it has, however little: `tail -F` shows up in
+/// seconds.
+const SHIP_EVERY: Duration = Duration::from_secs(1);
+
+/// Where `pillar logs ship --checkpoint` got to in a file.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ShipCheckpoint {
+    inode: u64,
+    /// Bytes of the file whose lines are in the stream.
+    offset: u64,
+}
+
+/// Ships the lines of `file` (standard input without one) under `service`, sending at
+/// least every second and whenever a call is full; with `checkpoint`, resumes after what an
+/// earlier run sent and records each send.
+async fn ship(
+    mut producer: Producer,
+    service: &str,
+    file: Option<PathBuf>,
+    checkpoint: Option<PathBuf>,
+) -> anyhow::Result<logging::producer::Shipped> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::fs::MetadataExt;
+
+    let (input, inode, mut offset): (Box<dyn BufRead + Send>, u64, u64) = match &file {
+        Some(path) => {
+            let mut opened = std::fs::File::open(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let meta = opened.metadata()?;
+            let resume = match &checkpoint {
+                Some(at) => {
+                    match std::fs::read(at) {
+                        Ok(bytes) => {
+                            let found: ShipCheckpoint = serde_json::from_slice(&bytes)
+                            .with_context(|| format!("checkpoint {} is unreadable; delete it to ship the whole file", at.display()))?;
+                            if found.inode == meta.ino() && found.offset <= meta.len() {
+                                found.offset
+                            } else {
+                                eprintln!(
+                                    "pillar: {} is another file now (rotated or cut): shipping it from its start",
+                                    path.display()
+                                );
+                                0
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                        Err(e) => {
+                            return Err(e).with_context(|| format!("cannot read {}", at.display()));
+                        }
+                    }
+                }
+                None => 0,
+            };
+            opened.seek(SeekFrom::Start(resume))?;
+            (Box::new(std::io::BufReader::new(opened)), meta.ino(), resume)
+        }
+        None => (Box::new(std::io::BufReader::new(std::io::stdin())), 0, 0),
+    };
+    // Reading blocks; sending must not wait for the next line.
+    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::channel(10_000);
+    std::thread::spawn(move || {
+        for line in lines(input) {
+            if lines_tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let save = |offset: u64| -> anyhow::Result<()> {
+        let Some(at) = &checkpoint else { return Ok(()) };
+        let fresh = at.with_extension("tmp");
+        std::fs::write(&fresh, serde_json::to_vec(&ShipCheckpoint { inode, offset })?)?;
+        std::fs::rename(&fresh, at).with_context(|| format!("cannot write {}", at.display()))
+    };
+    let key = format!("{SERVICE_KEY_PREFIX}{service}");
+    let mut every = tokio::time::interval(SHIP_EVERY);
+    loop {
+        tokio::select! {
+            line = lines_rx.recv() => match line {
+                Some(line) => {
+                    let (line, read) = line?;
+                    offset += read;
+                    producer.send(&key, line).await?;
+                }
+                None => break,
+            },
+            _ = every.tick() => {
+                producer.flush().await?;
+                save(offset)?;
+            }
+        }
+    }
+    let shipped = producer.flush().await?;
+    save(offset)?;
+    Ok(shipped)
+}
+
+/// The lines of `input` without their endings, each with the bytes it took; bytes that
+/// are not UTF-8 kept as best read.
+fn lines(
+    mut input: Box<dyn BufRead + Send>,
+) -> impl Iterator<Item = std::io::Result<(String, u64)>> {
     std::iter::from_fn(move || {
         let mut line = Vec::new();
         match input.read_until(b'\n', &mut line) {
             Ok(0) => None,
-            Ok(_) => {
+            Ok(read) => {
                 while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                     line.pop();
                 }
-                Some(Ok(String::from_utf8(line)
-                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())))
+                let text = String::from_utf8(line)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+                Some(Ok((text, read as u64)))
             }
             Err(error) => Some(Err(error)),
         }
