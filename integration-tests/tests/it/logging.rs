@@ -264,16 +264,26 @@ fn the_heartbeat_finds_the_previous_one_and_the_cli_sees_its_own() {
     let stream = create_stream();
     let prefix = format!("/{}/", unique("hb"));
     let aws = crate::support::aws_config();
-    let mut heartbeat = Heartbeat {
+    let heartbeat = |sender: &str| Heartbeat {
         producer: Producer::new(aws_sdk_kinesis::Client::new(&aws), &stream, false),
         reader: LogReader::new(aws_sdk_cloudwatchlogs::Client::new(&aws)),
+        stream: aws_sdk_kinesis::Client::new(&aws),
         prefix: prefix.clone(),
         period: Duration::from_secs(300),
+        sender: sender.to_owned(),
+        last_sent: None,
     };
+    let mut heartbeat_fn = heartbeat("log-heartbeat-a");
     let runtime = crate::support::runtime();
-    let first = runtime.block_on(heartbeat.beat("run-1")).expect("first beat");
+    let first = runtime.block_on(heartbeat_fn.beat("run-1")).expect("first beat");
     assert_eq!(first.previous, None, "nothing came before the first");
     assert_eq!(first.metrics().to_json(0)["HeartbeatMissing"], 1.0);
+    assert!(first.broken_hop.as_deref().is_some_and(|h| h.starts_with("unknown")), "{first:?}");
+
+    // The sink has not run yet: the beat is in the stream, not in CloudWatch Logs.
+    let stalled = runtime.block_on(heartbeat_fn.beat("run-1b")).expect("beat");
+    let hop = stalled.broken_hop.expect("missing");
+    assert!(hop.starts_with("Kinesis → CloudWatch Logs"), "{hop}");
 
     // The sink moves it (the Lambda does so in a deployment).
     let writer =
@@ -284,10 +294,14 @@ fn the_heartbeat_finds_the_previous_one_and_the_cli_sees_its_own() {
         sink: logging::sink::Sink::new(writer, &prefix, logging::event::Routing::default()),
         checkpoint: Some(tempfile::tempdir().expect("dir").path().join("cp.json")),
     };
+    // Another deployment's beat in the same group, sent later: no proof of this one's path.
+    let mut other = heartbeat("log-heartbeat-b");
+    runtime.block_on(other.send("other-1")).expect("other beat");
     runtime.block_on(drain.run(true)).expect("drained");
-    let second = runtime.block_on(heartbeat.beat("run-2")).expect("second beat");
-    let previous = second.previous.clone().expect("the first heartbeat was found");
-    assert_eq!(previous.id, "run-1");
+    let second = runtime.block_on(heartbeat_fn.beat("run-2")).expect("second beat");
+    let previous = second.previous.clone().expect("the previous heartbeat was found");
+    assert_eq!(previous.id, "run-1b", "this sender's own previous beat, not the other's");
+    assert_eq!(second.broken_hop, None);
     assert!((0..10_000).contains(&previous.latency_ms), "{previous:?}");
     let metrics = second.metrics().to_json(0);
     assert_eq!(metrics["HeartbeatMissing"], 0.0);

@@ -97,6 +97,11 @@ impl Producer {
         Ok(())
     }
 
+    /// The stream it puts into.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
     /// Sends everything queued.
     pub async fn flush(&mut self) -> Result<Shipped, LogError> {
         self.seal().await?;

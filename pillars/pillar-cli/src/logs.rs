@@ -231,8 +231,11 @@ pub fn heartbeat(args: HeartbeatArgs) -> anyhow::Result<ExitCode> {
         let mut heartbeat = Heartbeat {
             producer: Producer::new(aws_sdk_kinesis::Client::new(&aws), &resolved.stream, false),
             reader: LogReader::new(aws_sdk_cloudwatchlogs::Client::new(&aws)),
+            stream: aws_sdk_kinesis::Client::new(&aws),
             prefix: resolved.prefix,
             period: args.wait,
+            sender: format!("pillar-cli-{}", std::process::id()),
+            last_sent: None,
         };
         let id = format!("cli-{}-{}", now_ms(), std::process::id());
         let sent = now_ms();

@@ -19,8 +19,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let heartbeat = Arc::new(Mutex::new(Heartbeat {
         producer: Producer::new(aws_sdk_kinesis::Client::new(&aws), &logging.stream, false),
         reader: LogReader::new(aws_sdk_cloudwatchlogs::Client::new(&aws)),
+        stream: aws_sdk_kinesis::Client::new(&aws),
         prefix: logging.log_group_prefix.clone(),
         period: Duration::from_secs(u64::from(logging.heartbeat_period_minutes) * 60),
+        sender: std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+            .unwrap_or_else(|_| "log-heartbeat".into()),
+        last_sent: None,
     }));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let heartbeat = Arc::clone(&heartbeat);
@@ -29,7 +33,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             match beat {
                 Ok(beat) => {
                     beat.metrics().emit();
-                    Ok(serde_json::json!({ "sent": beat.sent, "previous": beat.previous.map(|p| p.latency_ms) }))
+                    Ok(serde_json::json!({
+                        "sent": beat.sent,
+                        "previous": beat.previous.map(|p| p.latency_ms),
+                        "broken_hop": beat.broken_hop,
+                    }))
                 }
                 Err(error) => {
                     // The path is broken: say so in the metric the alarm watches, then fail.
