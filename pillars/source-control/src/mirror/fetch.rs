@@ -259,7 +259,7 @@ fn index_pack(
     progress: &TransferProgress,
     tee: Option<Tee>,
 ) -> Result<PathBuf, MirrorError> {
-    let mut tee = tee.map(|sender| TeeWriter { sender, held: None });
+    let mut tee = tee.map(|sender| TeeWriter { sender, held: None, released: false });
     let indexed = index_into(cache_path, job, &mut chunks, progress, &mut tee);
     if let Some(tee) = tee {
         tee.finish(indexed.as_ref().map(drop).map_err(ToString::to_string));
@@ -271,11 +271,15 @@ fn index_pack(
 pub(super) type Tee = tokio::sync::mpsc::Sender<std::io::Result<Bytes>>;
 
 /// Sends the pack to a [`Tee`], one piece behind: the last piece (with the pack's checksum)
-/// goes only once the cache has indexed and checked the whole pack, so a target never
-/// gets a complete pack the cache refused.
+/// goes only once the source's answer is complete, so a target never gets a complete pack
+/// from a download cut short (the push ends with an error instead, and no ref moves). It
+/// goes before the cache resolves the pack's deltas, so the target resolves its own at the
+/// same time: both check the pack, the target before any of its refs move.
 struct TeeWriter {
     sender: Tee,
     held: Option<Bytes>,
+    /// The whole pack has gone to the target.
+    released: bool,
 }
 
 impl TeeWriter {
@@ -288,8 +292,19 @@ impl TeeWriter {
         }
     }
 
+    /// The source's answer is complete: the last piece goes.
+    fn release(&mut self) {
+        if let Some(last) = self.held.take() {
+            let _ = self.sender.blocking_send(Ok(last));
+        }
+        self.released = true;
+    }
+
     fn finish(self, indexed: Result<(), String>) {
         let last = match indexed {
+            // The target has the whole pack and judges it itself; the cache's failure is
+            // the run's error, and the cache is not settled.
+            _ if self.released => None,
             Ok(()) => self.held.map(Ok),
             Err(error) => Some(Err(std::io::Error::other(format!("the fetch failed: {error}")))),
         };
@@ -337,6 +352,9 @@ fn index_into(
     }
     if !demux.ended() {
         return Err(failed("the answer ended before the pack did; run again".to_owned()));
+    }
+    if let Some(tee) = tee.as_mut() {
+        tee.release();
     }
     let name = indexer.commit().map_err(|e| failed(e.message().to_owned()))?;
     Ok(directory.join(format!("pack-{name}.pack")))
