@@ -1,7 +1,10 @@
 //! A stand-in for CodeCommit's git-over-HTTPS endpoint: `git http-backend` behind a
 //! server that, like CodeCommit, serves `/v1/repos/<name>`, demands the SigV4-derived
-//! password (401 without credentials, 403 with wrong ones) and knows only repositories
-//! created through the CodeCommit API (here: moto).
+//! password (401 without credentials, 403 with wrong ones; a temporary key's session token
+//! in the username, `AKID%TOKEN`) and knows only repositories created through the
+//! CodeCommit API (here: moto). The expected password comes from botocore's signer, as
+//! git-remote-codecommit uses it (`integration-tests/codecommit/verify.py`), never from
+//! the signer under test.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,9 +15,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use pillar_auth::codecommit::{GitRequest, password, password_time};
 use time::{Duration, OffsetDateTime};
-use tokio::process::Command;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::http_backend::http_backend;
 
@@ -43,9 +46,20 @@ pub struct Settings {
     pub repos_dir: PathBuf,
     /// The region passwords must be signed for.
     pub region: String,
-    /// The only credentials accepted.
+    /// The only credentials accepted: long-term keys, and temporary ones whose session
+    /// token must come with them.
+    pub keys: Vec<Key>,
+    /// The Python that runs the independent verifier (with botocore).
+    pub python: PathBuf,
+}
+
+/// An access key the stand-in accepts.
+#[derive(Debug, Clone)]
+pub struct Key {
     pub access_key_id: String,
     pub secret_access_key: String,
+    /// Set for temporary credentials: the username must be `AKID%TOKEN`.
+    pub session_token: Option<String>,
 }
 
 #[derive(Debug)]
@@ -54,6 +68,51 @@ struct Server {
     codecommit: aws_sdk_codecommit::Client,
     /// Serialises `git init` of a repository seen for the first time.
     init: tokio::sync::Mutex<()>,
+    verifier: tokio::sync::Mutex<Verifier>,
+}
+
+/// botocore's signer in a Python child, one request a line.
+#[derive(Debug)]
+struct Verifier {
+    _child: Child,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+}
+
+impl Verifier {
+    fn start(python: &std::path::Path) -> std::io::Result<Self> {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("codecommit/verify.py");
+        let mut child = Command::new(python)
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let input = child.stdin.take().expect("piped");
+        let output = BufReader::new(child.stdout.take().expect("piped"));
+        Ok(Self { _child: child, input, output })
+    }
+
+    /// The password botocore's signer makes for this request at `timestamp`.
+    async fn expected(
+        &mut self,
+        secret: &str,
+        region: &str,
+        host: &str,
+        path: &str,
+        timestamp: &str,
+    ) -> std::io::Result<String> {
+        let asked = serde_json::json!({
+            "secret": secret, "region": region, "host": host, "path": path, "timestamp": timestamp,
+        });
+        self.input.write_all(format!("{asked}\n").as_bytes()).await?;
+        self.input.flush().await?;
+        let mut answer = String::new();
+        if self.output.read_line(&mut answer).await? == 0 {
+            return Err(std::io::Error::other("the verifier stopped"));
+        }
+        Ok(answer.trim_end().to_owned())
+    }
 }
 
 /// Serves until the process ends.
@@ -62,7 +121,9 @@ pub async fn serve(
     settings: Settings,
     codecommit: aws_sdk_codecommit::Client,
 ) -> std::io::Result<()> {
-    let server = Arc::new(Server { settings, codecommit, init: tokio::sync::Mutex::new(()) });
+    let verifier = tokio::sync::Mutex::new(Verifier::start(&settings.python)?);
+    let server =
+        Arc::new(Server { settings, codecommit, init: tokio::sync::Mutex::new(()), verifier });
     let app = axum::Router::new().fallback(handle).with_state(server);
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
 }
@@ -82,12 +143,8 @@ async fn handle(State(server): State<Arc<Server>>, request: Request) -> Response
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let signed = GitRequest {
-        host,
-        path: format!("/v1/repos/{repository}"),
-        region: server.settings.region.clone(),
-    };
-    let user = match authenticate(&server.settings, request.headers(), &signed) {
+    let signed = format!("/v1/repos/{repository}");
+    let user = match server.authenticate(request.headers(), &host, &signed).await {
         Ok(user) => user,
         Err(refusal) => return refusal,
     };
@@ -116,50 +173,79 @@ fn split_path(path: &str) -> Option<(&str, &str)> {
     valid.then_some((name, git_path))
 }
 
-/// Checks the Basic credentials the way CodeCommit does; returns the access key id.
-#[allow(clippy::result_large_err)]
-fn authenticate(
-    settings: &Settings,
-    headers: &HeaderMap,
-    signed: &GitRequest,
-) -> Result<String, Response> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        let mut challenge = text(StatusCode::UNAUTHORIZED, "credentials required");
-        challenge.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"CodeCommit\""),
-        );
-        return Err(challenge);
-    };
-    let forbidden = |why: &str| {
-        tracing::warn!(path = signed.path, why, "refused git credentials");
-        text(StatusCode::FORBIDDEN, why)
-    };
-    let decoded = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| forbidden("malformed Basic authorization"))?;
-    let (username, given) =
-        decoded.split_once(':').ok_or_else(|| forbidden("malformed Basic authorization"))?;
-    let access_key_id = username.split_once('%').map_or(username, |(akid, _token)| akid);
-    if access_key_id != settings.access_key_id {
-        return Err(forbidden("unknown access key"));
-    }
-    let signed_at = password_time(given).ok_or_else(|| forbidden("malformed password"))?;
-    if (OffsetDateTime::now_utc() - signed_at).abs() > MAX_SKEW {
-        return Err(forbidden("password signed too long ago or in the future"));
-    }
-    let expected = password(&settings.secret_access_key, signed, signed_at);
-    if expected.as_bytes() != given.as_bytes() {
-        return Err(forbidden("signature mismatch"));
-    }
-    Ok(access_key_id.to_owned())
-}
-
 impl Server {
+    /// Checks the Basic credentials the way CodeCommit does; returns the access key id.
+    #[allow(clippy::result_large_err)]
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        host: &str,
+        path: &str,
+    ) -> Result<String, Response> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            let mut challenge = text(StatusCode::UNAUTHORIZED, "credentials required");
+            challenge.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"CodeCommit\""),
+            );
+            return Err(challenge);
+        };
+        let forbidden = |why: &str| {
+            tracing::warn!(path, why, "refused git credentials");
+            text(StatusCode::FORBIDDEN, why)
+        };
+        let decoded = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| forbidden("malformed Basic authorization"))?;
+        let (username, given) =
+            decoded.split_once(':').ok_or_else(|| forbidden("malformed Basic authorization"))?;
+        let (access_key_id, token) = match username.split_once('%') {
+            Some((akid, token)) => (akid, Some(token)),
+            None => (username, None),
+        };
+        let key = self
+            .settings
+            .keys
+            .iter()
+            .find(|k| k.access_key_id == access_key_id)
+            .ok_or_else(|| forbidden("unknown access key"))?;
+        if key.session_token.as_deref() != token {
+            return Err(forbidden(match (&key.session_token, token) {
+                (Some(_), None) => "a temporary key without its session token",
+                (None, Some(_)) => "a session token with a long-term key",
+                _ => "wrong session token",
+            }));
+        }
+        let (timestamp, _) =
+            given.split_once('Z').ok_or_else(|| forbidden("malformed password"))?;
+        let signed_at = time::PrimitiveDateTime::parse(
+            timestamp,
+            time::macros::format_description!("[year][month][day]T[hour][minute][second]"),
+        )
+        .map_err(|_| forbidden("malformed password"))?
+        .assume_utc();
+        if (OffsetDateTime::now_utc() - signed_at).abs() > MAX_SKEW {
+            return Err(forbidden("password signed too long ago or in the future"));
+        }
+        let expected = self
+            .verifier
+            .lock()
+            .await
+            .expected(&key.secret_access_key, &self.settings.region, host, path, timestamp)
+            .await
+            .map_err(|e| {
+                text(StatusCode::INTERNAL_SERVER_ERROR, format!("the verifier failed: {e}"))
+            })?;
+        if expected.as_bytes() != given.as_bytes() {
+            return Err(forbidden("signature mismatch"));
+        }
+        Ok(access_key_id.to_owned())
+    }
+
     /// Refuses repositories the CodeCommit API does not know; creates the bare repository
     /// behind one it does on first use.
     async fn ensure_repository(&self, name: &str) -> Result<(), Response> {

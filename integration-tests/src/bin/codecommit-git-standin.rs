@@ -1,7 +1,7 @@
 //! The CodeCommit git endpoint stand-in, for `scripts/emulators`.
 
 use clap::Parser;
-use integration_tests::codecommit_git::{Settings, serve};
+use integration_tests::codecommit_git::{Key, Settings, serve};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -17,6 +17,16 @@ struct Args {
     access_key_id: String,
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     secret_access_key: String,
+    /// Temporary credentials, accepted only with their session token.
+    #[arg(long, env = "PILLAR_TEMPORARY_ACCESS_KEY_ID")]
+    temporary_access_key_id: Option<String>,
+    #[arg(long, env = "PILLAR_TEMPORARY_SECRET_ACCESS_KEY", hide_env_values = true)]
+    temporary_secret_access_key: Option<String>,
+    #[arg(long, env = "PILLAR_TEMPORARY_SESSION_TOKEN", hide_env_values = true)]
+    temporary_session_token: Option<String>,
+    /// The Python (with botocore) that runs the independent password verifier.
+    #[arg(long)]
+    python: std::path::PathBuf,
 }
 
 #[tokio::main]
@@ -28,12 +38,20 @@ async fn main() -> anyhow::Result<()> {
     let aws = aws_config::load_from_env().await;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "CodeCommit git stand-in listening");
-    let settings = Settings {
-        repos_dir: args.repos_dir,
-        region: args.region,
+    let mut keys = vec![Key {
         access_key_id: args.access_key_id,
         secret_access_key: args.secret_access_key,
-    };
+        session_token: None,
+    }];
+    if let (Some(access_key_id), Some(secret_access_key), Some(token)) = (
+        args.temporary_access_key_id,
+        args.temporary_secret_access_key,
+        args.temporary_session_token,
+    ) {
+        keys.push(Key { access_key_id, secret_access_key, session_token: Some(token) });
+    }
+    let settings =
+        Settings { repos_dir: args.repos_dir, region: args.region, keys, python: args.python };
     serve(listener, settings, aws_sdk_codecommit::Client::new(&aws)).await?;
     Ok(())
 }

@@ -34,11 +34,27 @@ fn temporary_credentials_carry_the_session_token_in_the_username() {
     let repository = unique("token");
     create_codecommit_repository(&repository);
     let git = Git::with_pillar_helper();
-    let output = run(git
-        .command()
-        .env("AWS_SESSION_TOKEN", "FwoG/session+token==")
-        .args(["ls-remote", &codecommit_url(&repository)]));
+    // The stand-in knows this key as temporary: without its token, or with another, 403.
+    let temporary = |token: Option<&str>| {
+        let mut command = git.command();
+        command
+            .env("AWS_ACCESS_KEY_ID", env("PILLAR_TEMPORARY_ACCESS_KEY_ID"))
+            .env("AWS_SECRET_ACCESS_KEY", env("PILLAR_TEMPORARY_SECRET_ACCESS_KEY"))
+            .args(["ls-remote", &codecommit_url(&repository)]);
+        match token {
+            Some(token) => command.env("AWS_SESSION_TOKEN", token),
+            None => command.env_remove("AWS_SESSION_TOKEN"),
+        };
+        run(&mut command)
+    };
+    let token = env("PILLAR_TEMPORARY_SESSION_TOKEN");
+    let output = temporary(Some(&token));
     assert!(output.status.success(), "{}", stderr(&output));
+    for refused in [None, Some("FwoGZXIvYXdzEOtherSessionToken==")] {
+        let output = temporary(refused);
+        assert!(!output.status.success(), "accepted with token {refused:?}");
+        assert!(stderr(&output).contains("403"), "{}", stderr(&output));
+    }
 }
 
 #[test]
@@ -96,8 +112,9 @@ fn missing_aws_credentials_are_a_clear_error() {
 }
 
 /// The signed URL that git-remote-codecommit (AWS's own client) builds for `repository`
-/// on the stand-in, switched to plain HTTP.
-fn reference_url(repository: &str, session_token: &str) -> String {
+/// on the stand-in with the key `(access key id, secret, session token)`, switched to plain
+/// HTTP.
+fn reference_url(repository: &str, (akid, secret, token): (&str, &str, &str)) -> String {
     let endpoint = env("PILLAR_CODECOMMIT_GIT_ENDPOINT");
     let host = endpoint.trim_start_matches("http://");
     let url = python(
@@ -105,11 +122,10 @@ fn reference_url(repository: &str, session_token: &str) -> String {
 import os, sys
 import botocore.credentials, git_remote_codecommit
 os.environ["CODE_COMMIT_ENDPOINT"] = sys.argv[1]
-credentials = botocore.credentials.Credentials(
-    os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"], sys.argv[3] or None)
+credentials = botocore.credentials.Credentials(sys.argv[3], sys.argv[4], sys.argv[5] or None)
 print(git_remote_codecommit.git_url(sys.argv[2], "v1", os.environ["AWS_REGION"], credentials))
 "#,
-        &[host, repository, session_token],
+        &[host, repository, akid, secret, token],
     );
     url.trim().replacen("https://", "http://", 1)
 }
@@ -118,7 +134,8 @@ print(git_remote_codecommit.git_url(sys.argv[2], "v1", os.environ["AWS_REGION"],
 fn the_reference_client_and_our_signer_agree() {
     let repository = unique("reference");
     create_codecommit_repository(&repository);
-    let url = reference_url(&repository, "");
+    let (akid, secret) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"));
+    let url = reference_url(&repository, (&akid, &secret, ""));
     let credentials = url.trim_start_matches("http://").split_once('@').expect("user@host").0;
     let reference_password = credentials.split_once(':').expect("user:password").1;
     let request = GitRequest {
@@ -131,7 +148,12 @@ fn the_reference_client_and_our_signer_agree() {
 
     let git = Git::plain();
     ok(git.command().args(["ls-remote", &url]));
-    let with_token = reference_url(&repository, "FwoG/session+token==");
+    let temporary = (
+        env("PILLAR_TEMPORARY_ACCESS_KEY_ID"),
+        env("PILLAR_TEMPORARY_SECRET_ACCESS_KEY"),
+        env("PILLAR_TEMPORARY_SESSION_TOKEN"),
+    );
+    let with_token = reference_url(&repository, (&temporary.0, &temporary.1, &temporary.2));
     ok(git.command().args(["ls-remote", &with_token]));
 
     // Change the last hex digit of the signature, just before `@host`.

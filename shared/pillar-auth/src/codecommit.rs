@@ -211,6 +211,8 @@ mod tests {
         GitRequest { host: host.into(), path: format!("/v1/repos/{repo}"), region: region.into() }
     }
 
+    /// From git-remote-codecommit's own tests (test/main_test.py, `EXPECTED_URL`: access
+    /// `access`, secret `secret`, 2017-12-24 11:53:20, botocore's signer).
     #[test]
     fn design_vector_test_repo_us_west_2() {
         let req = request("git-codecommit.us-west-2.amazonaws.com", "test_repo", "us-west-2");
@@ -220,6 +222,9 @@ mod tests {
         );
     }
 
+    /// From the tests of a Rust port of git-remote-codecommit (`generate_url` of
+    /// `codecommit://my-repo` at the Unix epoch, key `ANOTREAL`), an implementation
+    /// independent of this one.
     #[test]
     fn design_vector_my_repo_us_east_1() {
         let req = request("git-codecommit.us-east-1.amazonaws.com", "my-repo", "us-east-1");
