@@ -8,7 +8,6 @@
 //! Fluent Bit's `kinesis_streams` and Vector make a random one per record.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::io::Read;
 
 use base64::Engine;
@@ -74,12 +73,12 @@ impl FieldPath {
     }
 
     fn find_from<'a>(&self, object: &Object<'a>, from: usize) -> Option<&'a RawValue> {
-        if let Some(value) = object.0.get(self.suffixes[from].as_str()) {
+        if let Some(value) = object.get(&self.suffixes[from]) {
             return Some(value);
         }
         let head_len = self.suffixes[from].len() - self.suffixes.get(from + 1)?.len() - 1;
         let head = &self.suffixes[from][..head_len];
-        let inner: Object<'a> = serde_json::from_str(object.0.get(head)?.get()).ok()?;
+        let inner: Object<'a> = serde_json::from_str(object.get(head)?.get()).ok()?;
         self.find_from(&inner, from + 1)
     }
 }
@@ -206,9 +205,42 @@ struct SubscriptionEvent {
     message: String,
 }
 
-/// A JSON object's top-level fields, each left unparsed until asked for.
+/// A JSON object's top-level fields, each left unparsed until asked for. A list, not a
+/// map: a log line has a handful of fields, and hashing them costs more than looking.
+struct Object<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Object<'a> {
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Object<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Fields<'a> {
+            type Value = Object<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(field) = map.next_entry::<Key<'a>, &'a RawValue>()? {
+                    fields.push((field.0.0, field.1));
+                }
+                Ok(Object(fields))
+            }
+        }
+        deserializer.deserialize_map(Fields(std::marker::PhantomData))
+    }
+}
+
+/// A key, borrowed unless it has escapes.
 #[derive(Deserialize)]
-struct Object<'a>(#[serde(borrow)] HashMap<Cow<'a, str>, &'a RawValue>);
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// Where an event goes when its line does not say.
 struct Fallback<'a> {
@@ -255,7 +287,11 @@ impl Decoder<'_> {
                 return self.push(message, None, &fallback, events, seen);
             }
         };
-        if data.starts_with(b"{")
+        // CloudWatch Logs delivers subscriptions gzip-compressed only: a plain JSON line is
+        // not parsed twice.
+        let decompressed = matches!(data, Cow::Owned(_));
+        if decompressed
+            && data.starts_with(b"{")
             && let Ok(subscription) = serde_json::from_slice::<Subscription>(&data)
         {
             if subscription.message_type == "CONTROL_MESSAGE" {
