@@ -1,6 +1,6 @@
 // Where a pillar's alarms go: an encrypted SNS topic of its own, which CloudWatch may publish
 // to. Operators subscribe whatever answers at 3 a.m. (email, a pager, a chat bridge).
-import { Duration } from 'aws-cdk-lib';
+import { Duration, Stack } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -30,6 +30,17 @@ export class AlarmTopic extends Construct {
       masterKey: key,
       enforceSSL: true,
     });
+    // enforceSSL writes a topic policy, which replaces SNS's default one: without this
+    // allow, no alarm could publish ("not authorized to perform: SNS:Publish").
+    const { partition, region, account } = Stack.of(this);
+    this.topic.addToResourcePolicy(
+      new iam.PolicyStatement({
+        principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
+        actions: ['sns:Publish'],
+        resources: [this.topic.topicArn],
+        conditions: { ArnLike: { 'aws:SourceArn': `arn:${partition}:cloudwatch:${region}:${account}:alarm:*` } },
+      }),
+    );
   }
 
   /** Notifies the topic when `alarm` goes into ALARM and when it is OK again. */

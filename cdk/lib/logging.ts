@@ -104,13 +104,17 @@ export class LoggingPillar extends Construct {
       'logs:PutRetentionPolicy',
       'logs:CreateLogStream',
       'logs:PutLogEvents',
-      'logs:DescribeLogGroups',
     ];
     if (logging.kms_key) {
       // Groups created with the manifest's key; the key's policy must let CloudWatch Logs use it.
       groupActions.push('logs:AssociateKmsKey');
     }
     sink.function.addToRolePolicy(new iam.PolicyStatement({ actions: groupActions, resources: [`${groups}*`] }));
+    // Settling a group's retention and key reads its settings; DescribeLogGroups takes no
+    // narrower resource than every group of the account and region.
+    const allGroups = `arn:${partition}:logs:${region}:${account}:log-group:*`;
+    sink.function.addToRolePolicy(new iam.PolicyStatement({ actions: ['logs:DescribeLogGroups'], resources: [allGroups] }));
+    acknowledgeWildcard(sink.role, allGroups, 'DescribeLogGroups is granted on all groups or none; it reads settings only');
     acknowledgeWildcard(
       sink.role,
       `${groups}*`,
