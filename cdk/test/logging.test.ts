@@ -44,13 +44,30 @@ test('the sink reports batch item failures, bisects, retries a bounded number of
 });
 
 test('the sink may write only under the log group prefix; the heartbeat only read its own group', () => {
+  type Statement = { Action: string | string[]; Resource: unknown };
   const statements = Object.values(built.findResources('AWS::IAM::Policy')).flatMap(
-    (policy) => policy.Properties.PolicyDocument.Statement as { Action: string | string[]; Resource: unknown }[],
+    (policy) => policy.Properties.PolicyDocument.Statement as Statement[],
   );
-  const writes = statements.find((s) => [s.Action].flat().includes('logs:PutLogEvents') && JSON.stringify(s.Resource).includes('/pillar/'));
-  expect(JSON.stringify(writes?.Resource)).toContain('log-group:/pillar/*');
-  const reads = statements.find((s) => [s.Action].flat().includes('logs:FilterLogEvents'));
-  expect(JSON.stringify(reads?.Resource)).toContain('log-group:/pillar/pillar-heartbeat:*');
+  const logs = statements.filter((s) => [s.Action].flat().some((a) => a.startsWith('logs:')));
+  const ownGroups = Object.keys(built.findResources('AWS::Logs::LogGroup'));
+  expect(logs.length).toBeGreaterThan(0);
+  for (const statement of logs) {
+    const actions = [statement.Action].flat();
+    const resources = JSON.stringify(statement.Resource);
+    if (actions.includes('logs:FilterLogEvents')) {
+      expect(actions).toEqual(['logs:FilterLogEvents']);
+      expect(resources).toContain('log-group:/pillar/pillar-heartbeat:*');
+    } else if (actions.includes('logs:DescribeLogGroups')) {
+      expect(actions).toEqual(['logs:DescribeLogGroups']);
+    } else if (ownGroups.some((id) => resources.includes(`{"Fn::GetAtt":["${id}","Arn"]}`))) {
+      // A function writing its own logs, into the group the construct made for it.
+      expect(resources).not.toContain('log-group:');
+    } else {
+      // Every other logs: grant, each statement, only under the prefix.
+      expect(resources).toContain('log-group:/pillar/*');
+      expect(resources).not.toMatch(/log-group:\*/);
+    }
+  }
 });
 
 test('the heartbeat runs every period; a missing one is the alarm that answers "would it work today?"', () => {

@@ -32,6 +32,25 @@ test('webhook: a function URL without IAM auth, reading its secret, sending to t
   built.hasResourceProperties('AWS::SecretsManager::Secret', {
     GenerateSecretString: Match.objectLike({ PasswordLength: 40 }),
   });
+
+  // The function's variables name the secret and the queue, and its role may read the one
+  // and send to the other.
+  const [secretId] = Object.keys(built.findResources('AWS::SecretsManager::Secret'));
+  const queues = built.findResources('AWS::SQS::Queue');
+  const [queueId] = Object.keys(queues).filter((id) => queues[id].Properties.RedrivePolicy);
+  const functions = built.findResources('AWS::Lambda::Function');
+  const webhook = Object.values(functions).find((f) => f.Properties.Environment?.Variables?.WEBHOOK_SECRET_ID);
+  expect(webhook?.Properties.Environment.Variables.WEBHOOK_SECRET_ID).toEqual({ Ref: secretId });
+  expect(webhook?.Properties.Environment.Variables.MIRROR_QUEUE_URL).toEqual({ Ref: queueId });
+  const role = webhook?.Properties.Role['Fn::GetAtt'][0];
+  type Statement = { Action: string | string[]; Resource: unknown };
+  const granted = Object.values(built.findResources('AWS::IAM::Policy'))
+    .filter((p) => JSON.stringify(p.Properties.Roles) === JSON.stringify([{ Ref: role }]))
+    .flatMap((p) => p.Properties.PolicyDocument.Statement as Statement[]);
+  const grants = (action: string, resource: unknown) =>
+    granted.some((s) => [s.Action].flat().includes(action) && JSON.stringify(s.Resource).includes(JSON.stringify(resource)));
+  expect(grants('secretsmanager:GetSecretValue', { Ref: secretId })).toBe(true);
+  expect(grants('sqs:SendMessage', { 'Fn::GetAtt': [queueId, 'Arn'] })).toBe(true);
 });
 
 test('mirror requests: FIFO with a FIFO dead-letter queue after the configured tries', () => {

@@ -60,7 +60,8 @@ fn the_deadline_bounds_listing_and_checks_against_a_hung_registry() {
     let images: Vec<_> = manifest.images.iter().collect();
     let started = Instant::now();
     let report = runtime().block_on(mirror.sync(&images, Some(started + Duration::from_secs(5))));
-    assert!(started.elapsed() < Duration::from_secs(6), "ran for {:?}", started.elapsed());
+    // Honest slack on a busy machine; the hung registry alone would hold it for minutes.
+    assert!(started.elapsed() < Duration::from_secs(15), "ran for {:?}", started.elapsed());
     assert_eq!(report.images.len(), 2, "{report:?}");
     assert!(report.images.iter().all(|i| i.outcome == Outcome::Left), "{report:?}");
     assert_eq!(report.metrics().to_json(0)["ImagesLeft"], 2.0);
@@ -189,7 +190,7 @@ fn retry_after_is_waited_for_and_a_wait_too_long_gives_up_at_once() {
     let took = started.elapsed();
     assert!(stdout(&output).contains("not found"), "{}{}", stdout(&output), stderr(&output));
     assert!(took >= Duration::from_secs(4), "waited {took:?} for two Retry-After: 2");
-    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(seen.lock().expect("arrivals").len(), 3);
 
     let (address, _) = scripted_registry(|_, _| {
         (

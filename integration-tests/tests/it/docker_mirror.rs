@@ -150,7 +150,17 @@ fn single_arch_multi_arch_and_docker_lists_are_copied_byte_for_byte_and_pull_bac
 fn a_300_mib_layer_is_streamed_and_verified() {
     let repository = unique("dm/big");
     let digest = push(&spec(&["linux/amd64"], &[300 * MIB], false), &repository, "big");
-    let report = mirror_json(&source(&repository, "big"), &target(&repository, "big"));
+    let (output, peak_mib) = crate::support::run_measuring_memory(
+        pillar()
+            .args(["image", "mirror", "--json", "--source"])
+            .arg(source(&repository, "big"))
+            .arg("--target")
+            .arg(target(&repository, "big")),
+    );
+    assert!(output.status.success(), "mirror failed: {}{}", stdout(&output), stderr(&output));
+    // Streamed: the layer never sits in memory whole.
+    assert!(peak_mib < 150, "peak RSS {peak_mib} MiB copying a 300 MiB layer");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("json report");
     assert_eq!(report["images"][0]["digest"], digest.as_str());
     assert!(report["images"][0]["bytes"].as_u64().unwrap() > 300 * MIB, "{report}");
     assert_eq!(raw(&target(&repository, "big")), raw(&source(&repository, "big")));
@@ -227,23 +237,30 @@ pub(crate) type Answer = (&'static str, &'static str, &'static str);
 
 /// A registry on a real socket answering request number `n` (from 0), whose request line
 /// is `line`, with `answer(n, line)`; returns its address and the number of requests seen.
+/// When each request came, in order.
+pub(crate) type Arrivals = std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>;
+
 pub(crate) fn scripted_registry(
     answer: fn(usize, &str) -> Answer,
-) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+) -> (std::net::SocketAddr, Arrivals) {
     use std::io::{Read, Write};
-    use std::sync::atomic::Ordering;
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = listener.local_addr().expect("address");
-    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = std::sync::Arc::clone(&seen);
+    let seen = Arrivals::default();
+    let arrivals = std::sync::Arc::clone(&seen);
     std::thread::spawn(move || {
         for mut stream in listener.incoming().flatten() {
             let mut buffer = [0u8; 8192];
             let read = stream.read(&mut buffer).unwrap_or(0);
             let request = String::from_utf8_lossy(&buffer[..read]);
             let line = request.lines().next().unwrap_or_default();
-            let (status, headers, body) = answer(counter.fetch_add(1, Ordering::SeqCst), line);
+            let n = {
+                let mut arrivals = arrivals.lock().expect("arrivals");
+                arrivals.push(std::time::Instant::now());
+                arrivals.len() - 1
+            };
+            let (status, headers, body) = answer(n, line);
             let response = format!(
                 "HTTP/1.1 {status}\r\n{headers}Content-Type: application/json\r\n\
                  Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -290,7 +307,13 @@ fn too_many_requests_is_retried_with_backoff() {
     let text = stdout(&output);
     assert_eq!(output.status.code(), Some(1), "{text}{}", stderr(&output));
     assert!(text.contains("not found"), "retried past the 429s to the real answer: {text}");
-    assert!(seen.load(std::sync::atomic::Ordering::SeqCst) >= 4, "{text}");
+    let arrivals = seen.lock().expect("arrivals").clone();
+    assert!(arrivals.len() >= 4, "{text}");
+    // The retry policy: 500 ms first, doubling, up to 50 % jitter on top.
+    let gaps: Vec<f64> = arrivals.windows(2).take(3).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+    for (gap, base) in gaps.iter().zip([0.5, 1.0, 2.0]) {
+        assert!((base..base * 1.5 + 0.25).contains(gap), "gaps {gaps:?}: not 0.5, 1, 2 s doubling");
+    }
 }
 
 /// How many images (tagged or not) ECR on moto holds in `repository`, per boto3.

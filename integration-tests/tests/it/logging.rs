@@ -120,12 +120,14 @@ fn ten_thousand_lines_of_several_services_arrive_once_in_order() {
     let huge = format!(r#"{{"service":"{dns}","n":"huge","blob":"{}"}}"#, "é".repeat(1024 * 1024));
     lines.insert(5_000, huge.clone());
     expected.get_mut(&format!("/pillar/{dns}")).expect("dns").push(huge.clone());
-    let huge = huge.clone();
 
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("lines.log");
     std::fs::write(&file, lines.join("\n") + "\n").expect("write");
-    let parts = logging::batch::split(huge, logging::batch::MAX_MESSAGE_BYTES).len();
+    // 2 MiB and a few bytes, in events of at most 262,118 bytes (CloudWatch Logs' 256 KiB
+    // less its 26 bytes of overhead) with an 11-byte `[part i/9] ` marker each: 9 parts.
+    let parts = 9;
+    assert!(huge.len() > 8 * 262_107 && huge.len() < 9 * 262_100, "{}", huge.len());
     let events = 10_000 + parts;
     let shipped = ok(pillar()
         .args(["logs", "ship", "--stream", &stream, "--service", &batch_job])

@@ -21,7 +21,10 @@ fn secrets_are_cached_for_their_ttl_and_never_shown() {
             .expect("CreateSecret on moto");
         let cached = SecretCache::new(client.clone(), Duration::from_secs(300));
         let uncached = SecretCache::new(client.clone(), Duration::ZERO);
+        let short = SecretCache::new(client.clone(), Duration::from_secs(1));
         let value = cached.get(&name).await.expect("secret");
+        let read_at = std::time::Instant::now();
+        short.get(&name).await.expect("secret");
         assert_eq!(value.expose_secret(), "first-value");
         assert!(!format!("{value:?} {cached:?}").contains("first-value"), "Debug leaks the secret");
 
@@ -34,6 +37,17 @@ fn secrets_are_cached_for_their_ttl_and_never_shown() {
             .expect("PutSecretValue on moto");
         assert_eq!(cached.get(&name).await.expect("cached").expose_secret(), "first-value");
         assert_eq!(uncached.get(&name).await.expect("fresh").expose_secret(), "rotated-value");
+
+        // A one-second entry: still the old value until it expires, then the new one.
+        loop {
+            let value = short.get(&name).await.expect("secret");
+            if value.expose_secret() == "rotated-value" {
+                assert!(read_at.elapsed() >= Duration::from_secs(1), "expired early");
+                break;
+            }
+            assert!(read_at.elapsed() < Duration::from_secs(1), "kept past its TTL");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     });
 }
 

@@ -163,8 +163,26 @@ fn five_thousand_branches_take_more_than_one_push() {
     let repository = unique("scp-many");
     create_codecommit_repository(&repository);
     let work = tempfile::tempdir().expect("work dir");
-    let report = mirror(&server.url("many"), &repository, work.path());
-    assert_eq!(names(&report, "created").len(), 5_001);
+    // The target through a front end that counts the pushes.
+    let front = integration_tests::git_front_end::GitFrontEnd::start(
+        &env("PILLAR_CODECOMMIT_GIT_ENDPOINT"),
+        integration_tests::git_front_end::Script::default(),
+    );
+    let target = format!("codecommit://{repository}");
+    let pushes =
+        || front.take_seen().iter().filter(|s| s.request.ends_with("/git-receive-pack")).count();
+    let run = crate::support::scp_mirror(
+        &server.url("many"),
+        &target,
+        work.path(),
+        &[],
+        Some(&front.url()),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(names(&run.report, "created").len(), 5_001);
+    // CodeCommit takes at most 4,000 ref changes a push.
+    let first = pushes();
+    assert!(first >= 2, "5,001 refs in pushes of at most 4,000: {first} push(es)");
     assert_mirrored(&source, &server.url("many"), &repository);
 
     // Delete them all again: 5,000 deletions (a mass deletion, so confirmed), also in
@@ -173,9 +191,18 @@ fn five_thousand_branches_take_more_than_one_push() {
         source.git(&["for-each-ref", "--format=delete %(refname)", "refs/heads/branch-*"]);
     source.update_refs(&deletions);
     let confirmed = ["--allow-mass-deletion"];
-    let report = mirror_with(&server.url("many"), &repository, work.path(), &confirmed);
-    assert_eq!(names(&report, "deleted").len(), 5_000);
-    assert_eq!(report["kept"].as_array().expect("kept").len(), 5_000);
+    let run = crate::support::scp_mirror(
+        &server.url("many"),
+        &target,
+        work.path(),
+        &confirmed,
+        Some(&front.url()),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(names(&run.report, "deleted").len(), 5_000);
+    assert_eq!(run.report["kept"].as_array().expect("kept").len(), 5_000);
+    let second = pushes();
+    assert!(second >= 3, "5,000 kept refs and 5,000 deletions, 4,000 a push: {second} push(es)");
     assert_mirrored(&source, &server.url("many"), &repository);
 }
 
@@ -215,6 +242,7 @@ fn an_unreachable_source_fails_clearly_and_leaves_the_target_alone() {
 
 #[test]
 fn refused_credentials_are_named_without_a_retry_storm() {
+    use integration_tests::git_front_end::{GitFrontEnd, Script};
     let server = SourceServer::start(Some(("reader", "right-password")));
     let source = server.repository("private");
     source.commit("one");
@@ -223,40 +251,53 @@ fn refused_credentials_are_named_without_a_retry_storm() {
     let work = tempfile::tempdir().expect("work dir");
     let target = format!("codecommit://{repository}");
 
-    // Source without credentials.
-    let output = run(pillar()
-        .args([
-            "scp",
-            "mirror",
-            "--source",
-            &server.url("private"),
-            "--target",
-            &target,
-            "--work-dir",
-        ])
-        .arg(work.path()));
-    assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("source") && stderr(&output).contains("refused our credentials"),
-        "{}",
-        stderr(&output)
+    // Source without credentials, through a front end that counts the requests.
+    let source_front = GitFrontEnd::start(server.base_url(), Script::default());
+    let run = crate::support::scp_mirror(
+        &format!("{}/private.git", source_front.url()),
+        &target,
+        work.path(),
+        &[],
+        None,
     );
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains("source") && run.stderr.contains("refused our credentials"),
+        "{}",
+        run.stderr
+    );
+    let asked = source_front.take_seen();
+    assert_eq!(asked.len(), 1, "one refused listing, not retried: {asked:?}");
 
     // Target with a wrong secret key: CodeCommit's 403 ends the run at once.
+    let target_front =
+        GitFrontEnd::start(&env("PILLAR_CODECOMMIT_GIT_ENDPOINT"), Script::default());
     let path = source.work.to_string_lossy().into_owned();
     let started = std::time::Instant::now();
-    let output = run(pillar()
-        .env("AWS_SECRET_ACCESS_KEY", "wrong-secret")
-        .args(["scp", "mirror", "--source", &path, "--target", &target, "--work-dir"])
-        .arg(work.path()));
+    let output = run_pillar_with_wrong_secret(&path, &target, work.path(), &target_front.url());
     assert!(!output.status.success());
     assert!(
         stderr(&output).contains("target") && stderr(&output).contains("refused our credentials"),
         "{}",
         stderr(&output)
     );
+    let asked = target_front.take_seen();
+    assert!(asked.len() <= 2, "a 403 is not retried: {asked:?}");
     assert!(started.elapsed().as_secs() < 30, "credential failures must not be retried");
     assert!(target_refs(&repository).is_empty());
+}
+
+fn run_pillar_with_wrong_secret(
+    source: &str,
+    target: &str,
+    work: &Path,
+    endpoint: &str,
+) -> std::process::Output {
+    run(pillar()
+        .env("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+        .env("PILLAR_CODECOMMIT_GIT_ENDPOINT", endpoint)
+        .args(["scp", "mirror", "--source", source, "--target", target, "--work-dir"])
+        .arg(work))
 }
 
 #[test]
@@ -327,27 +368,35 @@ struct WebhookServer {
 
 impl WebhookServer {
     fn start(manifest: &Path, secret_id: &str, queue_url: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("port")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let child = pillar()
+        // The server binds a free port itself and says which.
+        let mut child = pillar()
             .args(["webhook", "serve", "--config"])
             .arg(manifest)
-            .args(["--addr", &addr, "--secret-id", secret_id, "--queue-url", queue_url])
+            .args(["--addr", "127.0.0.1:0", "--secret-id", secret_id, "--queue-url", queue_url])
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("pillar webhook serve");
+        let stderr = child.stderr.take().expect("piped");
         // Built first, so that a server that never listens is still killed on drop.
-        let server = Self { child, url: format!("http://{addr}/") };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(&addr).is_ok() {
-                return server;
+        let mut server = Self { child, url: String::new() };
+        let (found, address) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            // Read to the end, so that the server never blocks on a full pipe.
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("pillar: answering webhooks on ") {
+                    let _ = found.send(url.to_owned());
+                }
+                eprintln!("{line}");
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        });
+        match address.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(url) => {
+                server.url = format!("{url}/");
+                server
+            }
+            Err(_) => panic!("pillar webhook serve did not say where it listens"),
         }
-        panic!("pillar webhook serve did not listen on {addr}");
     }
 
     /// Posts a Bitbucket fixture as Bitbucket would; returns the status code.

@@ -263,3 +263,39 @@ pub fn scp_mirror(
         stderr: stderr(&output),
     }
 }
+
+/// Runs `command` and returns its output with its peak resident memory in MiB, read from
+/// `/proc/<pid>/status` (`VmHWM`, the high-water mark) while it runs.
+pub fn run_measuring_memory(command: &mut Command) -> (Output, u64) {
+    use std::sync::atomic::AtomicU64;
+    let child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let status = format!("/proc/{}/status", child.id());
+    let peak_kib = std::sync::Arc::new(AtomicU64::new(0));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (peak_kib, done) = (std::sync::Arc::clone(&peak_kib), std::sync::Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let high = std::fs::read_to_string(&status).ok().and_then(|text| {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                });
+                if let Some(kib) = high {
+                    peak_kib.fetch_max(kib, Ordering::Relaxed);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
+    let output = child.wait_with_output().expect("wait");
+    done.store(true, Ordering::Relaxed);
+    poller.join().expect("poller");
+    let peak = peak_kib.load(Ordering::Relaxed) / 1024;
+    assert!(peak > 0, "the peak memory of {command:?} was never read");
+    (output, peak)
+}

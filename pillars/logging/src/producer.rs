@@ -306,18 +306,28 @@ mod tests {
     async fn calls_stay_within_500_records_and_5_mib() {
         let (client, calls) = kinesis(|_, request| output(&vec![false; request.records().len()]));
         let mut producer = Producer::new(client, "logs", false);
+        // 1,200 records of 10,240 bytes (and a 3-byte key): 12 MiB, more than two calls.
         for n in 0..1_200 {
             producer.send("svc", format!("{n:010}").repeat(1024)).await.expect("queued");
         }
         producer.flush().await.expect("shipped");
-        for call in calls.lock().expect("calls").iter() {
-            let bytes: usize = call.iter().map(|(key, data)| key.len() + data.len()).sum();
-            assert!(
-                call.len() <= MAX_CALL_RECORDS && bytes <= MAX_CALL_BYTES,
-                "{} records, {bytes} bytes",
-                call.len()
-            );
-        }
+        let calls = calls.lock().expect("calls");
+        let sizes: Vec<(usize, usize)> = calls
+            .iter()
+            .map(|call| (call.len(), call.iter().map(|(key, data)| key.len() + data.len()).sum()))
+            .collect();
+        // PutRecords' limits, as the Kinesis API reference gives them: 500 records and
+        // 5 MiB (data and partition keys) a call.
+        assert!(
+            sizes.iter().all(|&(records, bytes)| records <= 500 && bytes <= 5_242_880),
+            "{sizes:?}"
+        );
+        let records: Vec<usize> = sizes.iter().map(|s| s.0).collect();
+        assert_eq!(
+            records,
+            [500, 500, 200],
+            "as full as the limits allow (500 × 10,243 bytes < 5 MiB)"
+        );
     }
 
     #[tokio::test]

@@ -414,6 +414,17 @@ mod tests {
     }
 
     #[test]
+    fn pkt_lines_are_framed_as_git_documents_them() {
+        // gitprotocol-common(5)'s examples: "a\n" is 0006a\n, "foobar\n" 000bfoobar\n.
+        let mut out = Vec::new();
+        pkt_line(&mut out, b"a\n");
+        pkt_line(&mut out, b"foobar\n");
+        flush(&mut out);
+        assert_eq!(out, b"0006a\n000bfoobar\n0000");
+        assert_eq!(pkts(&[b"a\n", b""]), b"0006a\n0000");
+    }
+
+    #[test]
     fn a_receive_pack_advertisement_with_capabilities_and_odd_names() {
         let first =
             format!("{} refs/heads/main\0report-status delete-refs side-band-64k\n", oid(1));
@@ -511,14 +522,18 @@ mod tests {
             },
         ];
         let encoded = encode_commands(&commands, &["report-status", "side-band-64k"]);
-        let first =
-            format!("{} {} refs/heads/gone\0report-status side-band-64k\n", oid(1), Oid::ZERO_SHA1);
-        let second = [
-            format!("{} {} ", Oid::ZERO_SHA1, oid(2)).into_bytes(),
-            b"refs/heads/caf\xe9\n".to_vec(),
+        // Written out by hand: lengths in hex include their own four bytes.
+        let expected = [
+            b"0082".as_slice(),
+            b"0101010101010101010101010101010101010101 0000000000000000000000000000000000000000",
+            b" refs/heads/gone\0report-status side-band-64k\n",
+            b"0066",
+            b"0000000000000000000000000000000000000000 0202020202020202020202020202020202020202",
+            b" refs/heads/caf\xe9\n",
+            b"0000",
         ]
         .concat();
-        assert_eq!(encoded, pkts(&[first.as_bytes(), &second, b""]));
+        assert_eq!(encoded, expected);
         assert!(commands[0].is_delete() && !commands[1].is_delete());
     }
 

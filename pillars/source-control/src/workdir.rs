@@ -171,12 +171,20 @@ fn default_limit(root: &Path) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// A cache of `bytes`, used after every one made before it: its lock's modification
+    /// time is set, a second later each time, not left to the clock's resolution.
     fn cache(work: &WorkDir, name: &str, bytes: usize) {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let locked = work.lock(name).expect("lock");
         std::fs::create_dir_all(&locked.path).expect("cache dir");
         std::fs::write(locked.path.join("pack"), vec![0_u8; bytes]).expect("write");
-        // Distinct modification times, oldest first.
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        let second = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let used = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000 + second);
+        File::options()
+            .write(true)
+            .open(locked.path.with_extension("lock"))
+            .and_then(|lock| lock.set_modified(used))
+            .expect("set the lock's time");
     }
 
     #[test]
