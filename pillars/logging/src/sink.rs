@@ -23,6 +23,8 @@ use crate::event::{Decoded, Decoder, InputRecord, LogEvent, Routing, TimeWindow}
 /// CloudWatch namespace of the Logging Pillar's metrics.
 pub const METRICS_NAMESPACE: &str = "Pillars/Logging";
 
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
 /// PutLogEvents calls in flight at once (different streams).
 const CONCURRENCY: usize = 4;
 
@@ -237,19 +239,43 @@ pub fn prepare(
     records: &[InputRecord],
     decoded: &mut Decoded,
 ) -> Vec<Vec<Call>> {
-    let mut streams: HashMap<(String, String), Vec<Pending>> = HashMap::new();
+    // (group, stream) and its events, in the order first seen.
+    let mut streams: Vec<((String, String), Vec<Pending>)> = Vec::new();
+    // service → source → UTC day → its place in `streams`: found without making names.
+    let mut places: HashMap<String, HashMap<String, HashMap<i64, usize>>> = HashMap::new();
     let mut events = Vec::new();
     for (index, record) in records.iter().enumerate() {
         events.clear();
         decoder.decode(record, &mut events, decoded);
         for LogEvent { service, source, timestamp, message } in events.drain(..) {
-            let destination = (group_name(prefix, &service), stream_name(&source, timestamp));
-            let pending = streams.entry(destination).or_default();
-            pending.extend(split(message, MAX_MESSAGE_BYTES).into_iter().map(|message| Pending {
-                timestamp,
-                message,
-                record: index,
-            }));
+            let day = timestamp.div_euclid(DAY_MS);
+            let known = places.get(&service).and_then(|s| s.get(&source)).and_then(|d| d.get(&day));
+            let place = match known {
+                Some(&place) => place,
+                None => {
+                    let names = (group_name(prefix, &service), stream_name(&source, timestamp));
+                    streams.push((names, Vec::new()));
+                    places
+                        .entry(service)
+                        .or_default()
+                        .entry(source)
+                        .or_default()
+                        .insert(day, streams.len() - 1);
+                    streams.len() - 1
+                }
+            };
+            let pending = &mut streams[place].1;
+            if message.len() <= MAX_MESSAGE_BYTES {
+                pending.push(Pending { timestamp, message, record: index });
+            } else {
+                pending.extend(
+                    split(message, MAX_MESSAGE_BYTES).into_iter().map(|message| Pending {
+                        timestamp,
+                        message,
+                        record: index,
+                    }),
+                );
+            }
         }
     }
     let mut all = Vec::with_capacity(streams.len());
