@@ -68,7 +68,7 @@ struct Server {
     codecommit: aws_sdk_codecommit::Client,
     /// Serialises `git init` of a repository seen for the first time.
     init: tokio::sync::Mutex<()>,
-    verifier: tokio::sync::Mutex<Verifier>,
+    verifier: Arc<tokio::sync::Mutex<Verifier>>,
 }
 
 /// botocore's signer in a Python child, one request a line.
@@ -121,7 +121,7 @@ pub async fn serve(
     settings: Settings,
     codecommit: aws_sdk_codecommit::Client,
 ) -> std::io::Result<()> {
-    let verifier = tokio::sync::Mutex::new(Verifier::start(&settings.python)?);
+    let verifier = Arc::new(tokio::sync::Mutex::new(Verifier::start(&settings.python)?));
     let server =
         Arc::new(Server { settings, codecommit, init: tokio::sync::Mutex::new(()), verifier });
     let app = axum::Router::new().fallback(handle).with_state(server);
@@ -231,15 +231,21 @@ impl Server {
         if (OffsetDateTime::now_utc() - signed_at).abs() > MAX_SKEW {
             return Err(forbidden("password signed too long ago or in the future"));
         }
-        let expected = self
-            .verifier
-            .lock()
-            .await
-            .expected(&key.secret_access_key, &self.settings.region, host, path, timestamp)
-            .await
-            .map_err(|e| {
-                text(StatusCode::INTERNAL_SERVER_ERROR, format!("the verifier failed: {e}"))
-            })?;
+        // In a task of its own: a request dropped halfway (its client gone) must not leave
+        // its answer in the pipe for the next one to read.
+        let verifier = Arc::clone(&self.verifier);
+        let asked = [&key.secret_access_key, &self.settings.region, host, path, timestamp]
+            .map(|s| s.to_owned());
+        let expected = tokio::spawn(async move {
+            let [secret, region, host, path, timestamp] = asked;
+            verifier.lock().await.expected(&secret, &region, &host, &path, &timestamp).await
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|answer| answer)
+        .map_err(|e| {
+            text(StatusCode::INTERNAL_SERVER_ERROR, format!("the verifier failed: {e}"))
+        })?;
         if expected.as_bytes() != given.as_bytes() {
             return Err(forbidden("signature mismatch"));
         }

@@ -342,9 +342,12 @@ fn the_lambda_handler_answers_a_kinesis_event_with_no_failure() {
 
     let prefix = format!("/{}/", unique("lambda"));
     let encode = |line: &str| base64::engine::general_purpose::STANDARD.encode(line);
+    // Now, with three decimals of a second, as Kinesis writes `approximateArrivalTimestamp`.
     let arrival_ms = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH))
         .expect("after 1970")
-        .as_millis() as i64;
+        .as_secs() as i64
+        * 1000
+        + 123;
     let records: Vec<Value> = [1, 2]
         .map(|n| {
             serde_json::json!({
