@@ -18,10 +18,7 @@ impl MirrorSettings {
         let seconds =
             env.optional("SECRET_TTL_SECONDS", "how long secrets are cached, in seconds")?;
         Ok(Self {
-            manifest: env.required(
-                "PILLARS_MANIFEST",
-                "the deployment manifest bundled with the function, e.g. /var/task/pillars.toml",
-            )?,
+            manifest: env.manifest()?,
             secret_ttl: seconds.map_or(pillar_auth::secrets::DEFAULT_TTL, Duration::from_secs),
             image_concurrency: env
                 .optional("IMAGE_CONCURRENCY", "images copied at the same time")?

@@ -17,10 +17,7 @@ pub enum SettingsError {
 
 /// `log-sink` and `log-heartbeat`: the `[logging]` of `PILLARS_MANIFEST`.
 pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Logging, SettingsError> {
-    let path: PathBuf = env.required(
-        "PILLARS_MANIFEST",
-        "the deployment manifest bundled with the function, e.g. /var/task/pillars.toml",
-    )?;
+    let path = env.manifest()?;
     Manifest::load(&path)?.logging.ok_or(SettingsError::NoLogging(path))
 }
 

@@ -5,9 +5,6 @@ use std::time::Duration;
 
 use pillar_config::{Env, EnvError};
 
-const MANIFEST: &str =
-    "the deployment manifest bundled with the function, e.g. /var/task/pillars.toml";
-
 /// `scp-webhook`.
 #[derive(Debug)]
 pub struct WebhookSettings {
@@ -38,7 +35,7 @@ fn secret_ttl<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Duration, E
 impl WebhookSettings {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, EnvError> {
         Ok(Self {
-            manifest: env.required("PILLARS_MANIFEST", MANIFEST)?,
+            manifest: env.manifest()?,
             secret_id: env.required(
                 "WEBHOOK_SECRET_ID",
                 "the Secrets Manager secret holding the webhook secret",
@@ -52,7 +49,7 @@ impl WebhookSettings {
 impl MirrorSettings {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, EnvError> {
         Ok(Self {
-            manifest: env.required("PILLARS_MANIFEST", MANIFEST)?,
+            manifest: env.manifest()?,
             work_dir: env
                 .optional("WORK_DIR", "where bare caches live (Lambda: under /tmp)")?
                 .unwrap_or_else(|| PathBuf::from("/tmp/scp")),

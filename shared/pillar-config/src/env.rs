@@ -32,6 +32,15 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         Self { lookup }
     }
 
+    /// `PILLARS_MANIFEST`: where a Lambda finds the deployment manifest (the CDK app puts it
+    /// in the function's layer, at `/opt/pillars.toml`).
+    pub fn manifest(&self) -> Result<std::path::PathBuf, EnvError> {
+        self.required(
+            "PILLARS_MANIFEST",
+            "the deployment manifest, which the CDK app puts in the function's layer at /opt/pillars.toml",
+        )
+    }
+
     /// The variable `name`, parsed; `meaning` says what it is for, for the error message.
     pub fn required<T>(&self, name: &str, meaning: &str) -> Result<T, EnvError>
     where
