@@ -28,7 +28,7 @@ fn drain(stream: &str, checkpoint: &Path) -> String {
 
 /// Every event of the log groups starting with `prefix`, read with boto3: group → events
 /// `(timestamp, message)` as CloudWatch Logs returns them.
-fn stored_events(prefix: &str) -> BTreeMap<String, Vec<(i64, String)>> {
+pub(crate) fn stored_events(prefix: &str) -> BTreeMap<String, Vec<(i64, String)>> {
     let script = r#"
 import json, sys, boto3
 logs = boto3.client("logs")

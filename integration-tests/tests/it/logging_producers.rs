@@ -21,21 +21,11 @@ use serde_json::Value;
 
 use crate::support::{ok, pillar, python, unique};
 
-/// The groups under `prefix` and their events `(timestamp, message)`, read with boto3.
+/// The groups under `prefix` and their events `(timestamp, message)`, each group's sorted.
 fn stored(prefix: &str) -> BTreeMap<String, Vec<(i64, String)>> {
-    let script = r#"
-import json, sys, boto3
-logs = boto3.client("logs")
-found = {}
-for page in logs.get_paginator("describe_log_groups").paginate(logGroupNamePrefix=sys.argv[1]):
-    for group in page["logGroups"]:
-        events = []
-        for p in logs.get_paginator("filter_log_events").paginate(logGroupName=group["logGroupName"]):
-            events += [[e["timestamp"], e["message"]] for e in p["events"]]
-        found[group["logGroupName"]] = sorted(events)
-print(json.dumps(found))
-"#;
-    serde_json::from_str(&python(script, &[prefix])).expect("json")
+    let mut found = crate::logging::stored_events(prefix);
+    found.values_mut().for_each(|events| events.sort());
+    found
 }
 
 fn manifest(dir: &Path, stream: &str, prefix: &str) -> std::path::PathBuf {

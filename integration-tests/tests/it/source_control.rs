@@ -253,18 +253,18 @@ fn refused_credentials_are_named_without_a_retry_storm() {
 
     // Source without credentials, through a front end that counts the requests.
     let source_front = GitFrontEnd::start(server.base_url(), Script::default());
-    let run = crate::support::scp_mirror(
+    let refused = crate::support::scp_mirror(
         &format!("{}/private.git", source_front.url()),
         &target,
         work.path(),
         &[],
         None,
     );
-    assert_ne!(run.code, 0);
+    assert_ne!(refused.code, 0);
     assert!(
-        run.stderr.contains("source") && run.stderr.contains("refused our credentials"),
+        refused.stderr.contains("source") && refused.stderr.contains("refused our credentials"),
         "{}",
-        run.stderr
+        refused.stderr
     );
     let asked = source_front.take_seen();
     assert_eq!(asked.len(), 1, "one refused listing, not retried: {asked:?}");
@@ -274,7 +274,11 @@ fn refused_credentials_are_named_without_a_retry_storm() {
         GitFrontEnd::start(&env("PILLAR_CODECOMMIT_GIT_ENDPOINT"), Script::default());
     let path = source.work.to_string_lossy().into_owned();
     let started = std::time::Instant::now();
-    let output = run_pillar_with_wrong_secret(&path, &target, work.path(), &target_front.url());
+    let output = run(pillar()
+        .env("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+        .env("PILLAR_CODECOMMIT_GIT_ENDPOINT", target_front.url())
+        .args(["scp", "mirror", "--source", &path, "--target", &target, "--work-dir"])
+        .arg(work.path()));
     assert!(!output.status.success());
     assert!(
         stderr(&output).contains("target") && stderr(&output).contains("refused our credentials"),
@@ -285,19 +289,6 @@ fn refused_credentials_are_named_without_a_retry_storm() {
     assert!(asked.len() <= 2, "a 403 is not retried: {asked:?}");
     assert!(started.elapsed().as_secs() < 30, "credential failures must not be retried");
     assert!(target_refs(&repository).is_empty());
-}
-
-fn run_pillar_with_wrong_secret(
-    source: &str,
-    target: &str,
-    work: &Path,
-    endpoint: &str,
-) -> std::process::Output {
-    run(pillar()
-        .env("AWS_SECRET_ACCESS_KEY", "wrong-secret")
-        .env("PILLAR_CODECOMMIT_GIT_ENDPOINT", endpoint)
-        .args(["scp", "mirror", "--source", source, "--target", target, "--work-dir"])
-        .arg(work))
 }
 
 #[test]

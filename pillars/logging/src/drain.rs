@@ -172,9 +172,7 @@ impl Drain {
                 }
                 break;
             }
-            let report = self.write(&records).await?;
-            drained.records += report.records;
-            drained.add(&report);
+            self.write(&records, drained).await?;
             let last = records.last().expect("not empty").sequence_number.clone();
             checkpoint.shards.insert(shard.to_owned(), last);
             save(path, checkpoint)?;
@@ -184,18 +182,18 @@ impl Drain {
     }
 
     /// Writes `records` through the sink, as Lambda would retry a batch: from the first
-    /// record not written, a few times.
-    pub(crate) async fn write(&self, records: &[InputRecord]) -> Result<SinkReport, LogError> {
-        let mut total = SinkReport { records: records.len(), ..SinkReport::default() };
+    /// record not written, a few times; adds what each try wrote to `drained`.
+    pub(crate) async fn write(
+        &self,
+        records: &[InputRecord],
+        drained: &mut Drained,
+    ) -> Result<(), LogError> {
+        drained.records += records.len();
         let mut from = 0;
         for attempt in 1..=WRITE_ATTEMPTS {
             let report = self.sink.write(&records[from..], None).await;
-            total.events_written += report.events_written;
-            total.events_rejected += report.events_rejected;
-            total.events_to_fallback += report.events_to_fallback;
-            total.decoded.restamped += report.decoded.restamped;
-            total.decoded.undecodable += report.decoded.undecodable;
-            let Some(failed) = report.first_failed else { return Ok(total) };
+            drained.add(&report);
+            let Some(failed) = report.first_failed else { return Ok(()) };
             from += records[from..].iter().position(|r| r.sequence_number == failed).unwrap_or(0);
             tracing::warn!(
                 stream = self.stream,

@@ -169,9 +169,7 @@ impl TimeWindow {
     }
 
     pub fn now(retention_days: Option<i32>) -> Self {
-        let now = i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-            .unwrap_or(i64::MAX);
-        Self::at(now, retention_days)
+        Self::at(crate::now_ms(), retention_days)
     }
 
     fn accepts(&self, timestamp: i64) -> bool {

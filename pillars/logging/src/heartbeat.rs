@@ -12,11 +12,11 @@ use pillar_telemetry::{Metrics, Unit};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use crate::LogError;
 use crate::batch::group_name;
 use crate::cloudwatch::LogReader;
 use crate::producer::Producer;
 use crate::sink::METRICS_NAMESPACE;
+use crate::{LogError, now_ms};
 
 /// The service heartbeats are logged as: their log group is `<prefix>pillar-heartbeat`.
 pub const SERVICE: &str = "pillar-heartbeat";
@@ -93,10 +93,6 @@ pub struct Heartbeat {
 
 /// Pages of GetRecords read per shard when looking for a lost beat in the stream.
 const STREAM_PAGES: usize = 20;
-
-fn now_ms() -> i64 {
-    i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
 
 impl Heartbeat {
     /// A scheduled run: this sender's previous beat is looked for (the one this process

@@ -16,6 +16,12 @@ pub mod sink;
 
 use std::path::PathBuf;
 
+/// Milliseconds since the epoch, now.
+pub(crate) fn now_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     /// A Kinesis sample made with the reference tools (see integration-tests/fixtures).

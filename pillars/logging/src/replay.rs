@@ -11,7 +11,7 @@ use aws_sdk_kinesis::types::ShardIteratorType;
 use serde::Deserialize;
 
 use crate::LogError;
-use crate::drain::{Drain, kinesis_error, record_of};
+use crate::drain::{Drain, Drained, kinesis_error, record_of};
 
 /// What Lambda writes to the on-failure destination of a Kinesis mapping (the documented
 /// invocation record; only the fields read here).
@@ -42,6 +42,14 @@ pub struct Replayed {
     pub left: usize,
 }
 
+fn queue_error<E, R>(queue: &str, error: &aws_sdk_sqs::error::SdkError<E, R>) -> LogError
+where
+    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    LogError::Queue { queue: queue.to_owned(), message: pillar_auth::aws_error_message(error) }
+}
+
 /// Kinesis sequence numbers are decimal strings of up to 128 bits: longer is later.
 fn compare(a: &str, b: &str) -> Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
@@ -66,10 +74,7 @@ impl Drain {
                 .visibility_timeout(300)
                 .send()
                 .await
-                .map_err(|e| LogError::Queue {
-                    queue: queue_url.to_owned(),
-                    message: pillar_auth::aws_error_message(&e),
-                })?;
+                .map_err(|e| queue_error(queue_url, &e))?;
             if received.messages().is_empty() {
                 return Ok(replayed);
             }
@@ -93,20 +98,17 @@ impl Drain {
                     }
                 };
                 match self.replay_batch(&batch).await? {
-                    Some((records, events)) => {
+                    Some(drained) => {
                         replayed.batches += 1;
-                        replayed.records += records;
-                        replayed.events_written += events;
+                        replayed.records += drained.records;
+                        replayed.events_written += drained.events_written;
                         if let Some(handle) = message.receipt_handle() {
                             sqs.delete_message()
                                 .queue_url(queue_url)
                                 .receipt_handle(handle)
                                 .send()
                                 .await
-                                .map_err(|e| LogError::Queue {
-                                    queue: queue_url.to_owned(),
-                                    message: pillar_auth::aws_error_message(&e),
-                                })?;
+                                .map_err(|e| queue_error(queue_url, &e))?;
                         }
                     }
                     None => replayed.left += 1,
@@ -117,7 +119,7 @@ impl Drain {
 
     /// Reads and writes one failed batch's range; `None` when the stream no longer holds
     /// its first record (trimmed past the retention).
-    async fn replay_batch(&self, batch: &BatchInfo) -> Result<Option<(usize, usize)>, LogError> {
+    async fn replay_batch(&self, batch: &BatchInfo) -> Result<Option<Drained>, LogError> {
         let answer = self
             .client
             .get_shard_iterator()
@@ -129,7 +131,7 @@ impl Drain {
             .await
             .map_err(|e| kinesis_error("GetShardIterator", &self.stream, &e))?;
         let mut iterator = answer.shard_iterator().map(str::to_owned);
-        let (mut records, mut events, mut first) = (0, 0, true);
+        let (mut drained, mut first) = (Drained::default(), true);
         while let Some(current) = iterator.take() {
             let read = self
                 .client
@@ -159,17 +161,15 @@ impl Drain {
             let done = page.len() < read.records().len()
                 || read.records().is_empty() && read.millis_behind_latest().unwrap_or(0) == 0;
             if !page.is_empty() {
-                let report = self.write(&page).await?;
-                records += page.len();
-                events += report.events_written;
+                self.write(&page, &mut drained).await?;
             }
             if done {
                 break;
             }
             iterator = read.next_shard_iterator().map(str::to_owned);
         }
-        tracing::info!(shard = batch.shard_id, records, "failed batch replayed");
-        Ok(Some((records, events)))
+        tracing::info!(shard = batch.shard_id, records = drained.records, "failed batch replayed");
+        Ok(Some(drained))
     }
 }
 

@@ -104,6 +104,19 @@ struct Resolved {
     routing: Routing,
 }
 
+impl Resolved {
+    /// The sink the log-sink Lambda runs, reading this stream.
+    fn drain(&self, aws: &aws_config::SdkConfig, checkpoint: Option<PathBuf>) -> Drain {
+        let writer = LogWriter::new(aws_sdk_cloudwatchlogs::Client::new(aws), self.groups.clone());
+        Drain {
+            client: aws_sdk_kinesis::Client::new(aws),
+            stream: self.stream.clone(),
+            sink: Sink::new(writer, self.prefix.clone(), self.routing.clone()),
+            checkpoint,
+        }
+    }
+}
+
 impl StreamArgs {
     fn resolve(&self) -> anyhow::Result<Resolved> {
         let logging = match &self.config {
@@ -168,13 +181,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Command::Drain { stream, once, checkpoint } => {
                 let resolved = stream.resolve()?;
-                let writer = LogWriter::new(aws_sdk_cloudwatchlogs::Client::new(&aws), resolved.groups);
-                let drain = Drain {
-                    client: aws_sdk_kinesis::Client::new(&aws),
-                    stream: resolved.stream.clone(),
-                    sink: Sink::new(writer, resolved.prefix, resolved.routing),
-                    checkpoint,
-                };
+                let drain = resolved.drain(&aws, checkpoint);
                 let drained = drain.run(once).await?;
                 println!(
                     "drained {} records from {} shard(s) of {}: {} events written ({} restamped, {} to the fallback group), {} rejected by CloudWatch Logs, {} records undecodable",
@@ -191,13 +198,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Command::Replay { stream, queue } => {
                 let resolved = stream.resolve()?;
-                let writer = LogWriter::new(aws_sdk_cloudwatchlogs::Client::new(&aws), resolved.groups);
-                let drain = Drain {
-                    client: aws_sdk_kinesis::Client::new(&aws),
-                    stream: resolved.stream.clone(),
-                    sink: Sink::new(writer, resolved.prefix, resolved.routing),
-                    checkpoint: None,
-                };
+                let drain = resolved.drain(&aws, None);
                 let replayed = drain.replay(&aws_sdk_sqs::Client::new(&aws), &queue).await?;
                 println!(
                     "replayed {} failed batches ({} records, {} events written) into CloudWatch Logs; {} messages left in the queue",
