@@ -81,9 +81,10 @@ struct Verifier {
 
 impl Verifier {
     fn start(python: &std::path::Path) -> std::io::Result<Self> {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("codecommit/verify.py");
+        // Built in: a binary built in one clone may serve another.
+        let script = include_str!("../codecommit/verify.py");
         let mut child = Command::new(python)
-            .arg(script)
+            .args(["-c", script])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)

@@ -35,6 +35,9 @@ pub struct Script {
     /// Request bodies are read whole, this many bytes per 100 ms, before the upstream gets
     /// them (a buffering front end on a slow link).
     pub buffer_upload_bytes_per_tick: Option<usize>,
+    /// upload-pack answers (a fetch's pack) are sent this many bytes per 100 ms (a slow
+    /// link from the source).
+    pub download_bytes_per_tick: Option<usize>,
 }
 
 /// One request as the front end saw it.
@@ -228,6 +231,41 @@ async fn forward(
     for (name, value) in upstream.headers() {
         response = response.header(name, value);
     }
-    let body = Body::from_stream(upstream.bytes_stream().map_err(std::io::Error::other));
+    let answer = upstream.bytes_stream().map_err(std::io::Error::other);
+    let body = match script.download_bytes_per_tick {
+        Some(per_tick) if path_and_query.ends_with("/git-upload-pack") => {
+            Body::from_stream(throttled(answer, per_tick))
+        }
+        _ => Body::from_stream(answer),
+    };
     Ok(response.body(body).expect("a response from an upstream one"))
+}
+
+/// `answer` in pieces of `per_tick` bytes, one every 100 ms.
+fn throttled(
+    answer: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+    per_tick: usize,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> {
+    let (sender, pieces) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut answer = std::pin::pin!(answer);
+        let mut left_this_tick = per_tick;
+        while let Some(chunk) = answer.next().await {
+            let Ok(mut chunk) = chunk else { return };
+            while !chunk.is_empty() {
+                if left_this_tick == 0 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    left_this_tick = per_tick;
+                }
+                let piece = chunk.split_to(left_this_tick.min(chunk.len()));
+                left_this_tick -= piece.len();
+                if sender.send(Ok(piece)).await.is_err() {
+                    return; // the client went away
+                }
+            }
+        }
+    });
+    futures_util::stream::unfold(pieces, |mut pieces| async move {
+        pieces.recv().await.map(|piece| (piece, pieces))
+    })
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use integration_tests::git_front_end::{GitFrontEnd, Script};
 use secrecy::SecretString;
 use serde_json::Value;
-use source_control::mirror::{GitMirror, MirrorJob};
+use source_control::mirror::{GitMirror, MirrorError, MirrorJob};
 use source_control::safeguards::Safeguards;
 use source_control::service::RetryVisibility;
 use source_control::transport::{Auth, Endpoint};
@@ -332,19 +332,9 @@ fn a_run_killed_after_fetching_and_before_settling_pushes_complete_objects() {
 fn a_long_push_through_a_buffering_front_end_is_timed_by_progress_not_by_its_length() {
     // A target that takes pushes, behind a front end that reads each body whole at
     // 1.25 MiB/s before the server sees a byte, so no answer comes for seconds.
-    let served = tempfile::tempdir().expect("target root");
-    let git = Git::plain();
-    ok(git.command().args(["init", "-q", "--bare"]).arg(served.path().join("target.git")));
-    let (runtime_of_target, listener) = integration_tests::background_listener();
-    let target_server = format!("http://{}", listener.local_addr().expect("address"));
-    let options = integration_tests::git_source::Options { push: true, ..Default::default() };
-    runtime_of_target.spawn(integration_tests::git_source::serve(
-        listener,
-        served.path().to_owned(),
-        options,
-    ));
+    let target = PushableTarget::start();
     let script = Script { buffer_upload_bytes_per_tick: Some(128 * 1024), ..Script::default() };
-    let front = GitFrontEnd::start(&target_server, script);
+    let front = GitFrontEnd::start(&target.server, script);
 
     let server = SourceServer::start(None);
     let source = server.repository("app");
@@ -367,11 +357,82 @@ fn a_long_push_through_a_buffering_front_end_is_timed_by_progress_not_by_its_len
     let pushes =
         front.take_seen().iter().filter(|s| s.request.ends_with("/git-receive-pack")).count();
     assert_eq!(pushes, 1, "one push, not one cut at the timeout and sent again");
-    let target = served.path().join("target.git");
-    assert_eq!(
-        heads_and_tags(&git, &target.to_string_lossy()),
-        heads_and_tags(&source.git, &server.url("app"))
-    );
+    assert_eq!(target.heads_and_tags(), heads_and_tags(&source.git, &server.url("app")));
+}
+
+/// A bare repository `target.git` that takes pushes, served by `git http-backend`.
+struct PushableTarget {
+    root: tempfile::TempDir,
+    /// `http://host:port`
+    server: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl PushableTarget {
+    fn start() -> Self {
+        let root = tempfile::tempdir().expect("target root");
+        ok(Git::plain()
+            .command()
+            .args(["init", "-q", "--bare"])
+            .arg(root.path().join("target.git")));
+        let (runtime, listener) = integration_tests::background_listener();
+        let server = format!("http://{}", listener.local_addr().expect("address"));
+        let options = integration_tests::git_source::Options { push: true, ..Default::default() };
+        runtime.spawn(integration_tests::git_source::serve(
+            listener,
+            root.path().to_owned(),
+            options,
+        ));
+        Self { root, server, _runtime: runtime }
+    }
+
+    fn heads_and_tags(&self) -> std::collections::BTreeMap<String, String> {
+        heads_and_tags(&Git::plain(), &self.root.path().join("target.git").to_string_lossy())
+    }
+}
+
+#[test]
+fn a_fetch_longer_than_a_run_goes_in_steps_and_converges_over_several_runs() {
+    let server = SourceServer::start(None);
+    let source = server.repository("app");
+    // Six releases of 200 KiB that do not compress, then one more commit on main.
+    for n in 0..6u32 {
+        std::fs::write(source.work.join(format!("file-{n}")), noise(200 * 1024, 0x51ed_0000 + n))
+            .expect("write");
+        source.git(&["add", "."]);
+        source.commit(&format!("release {n}"));
+        source.git(&["tag", "-a", &format!("v1.{n}"), "-m", "release"]);
+    }
+    source.commit("after the last release");
+    // About 1.2 MiB at 480 KiB/s: a whole fetch takes 2.5 s, a run has 1.5 s.
+    let script = Script { download_bytes_per_tick: Some(48 * 1024), ..Script::default() };
+    let front = GitFrontEnd::start(server.base_url(), script);
+    let target = PushableTarget::start();
+    let job = MirrorJob {
+        name: unique("fetch-in-steps"),
+        source: Endpoint::anonymous(format!("{}/app.git", front.url())),
+        target: Endpoint::anonymous(format!("{}/target.git", target.server)),
+        safeguards: Safeguards::default(),
+    };
+    let work = tempfile::tempdir().expect("work dir");
+    let work = WorkDir::new(work.path(), None);
+    let mirror = GitMirror::new();
+
+    let mut runs = Vec::new();
+    while runs.len() < 10 && runs.last() != Some(&"mirrored") {
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        runs.push(match runtime().block_on(mirror.run(&job, &work, Some(deadline))) {
+            Ok(_) => "mirrored",
+            Err(MirrorError::Deadline { .. }) => "stopped at the deadline",
+            Err(other) => panic!("run {}: {other}", runs.len() + 1),
+        });
+    }
+    assert_eq!(runs[0], "stopped at the deadline", "a whole fetch fit in one run: {runs:?}");
+    assert_eq!(runs.last(), Some(&"mirrored"), "{runs:?}");
+    assert_eq!(target.heads_and_tags(), heads_and_tags(&source.git, &server.url("app")));
+    let fetches =
+        front.take_seen().iter().filter(|s| s.request.ends_with("/git-upload-pack")).count();
+    assert!(fetches > 7, "the cut fetch, then one a step: {fetches} fetches");
 }
 
 #[test]

@@ -92,6 +92,23 @@ pub(crate) fn settled(cache: &Path) -> bool {
     all_recorded && !loose
 }
 
+/// Where a cache records that its last fetch ran out of time: the next fetches go in steps.
+const OUTLASTED: &str = "pillars-fetch-outlasted";
+
+/// Records (or, with `false`, forgets) that a fetch into the cache outlasted its run.
+pub(crate) fn record_outlasted(cache: &Path, outlasted: bool) -> std::io::Result<()> {
+    let marker = cache.join(OUTLASTED);
+    match outlasted {
+        true => std::fs::write(marker, b""),
+        false if marker.exists() => std::fs::remove_file(marker),
+        false => Ok(()),
+    }
+}
+
+pub(crate) fn outlasted(cache: &Path) -> bool {
+    cache.join(OUTLASTED).exists()
+}
+
 /// The pack files of the cache.
 pub(crate) fn packs(cache: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(cache.join("objects/pack")) else { return Vec::new() };

@@ -136,8 +136,12 @@ impl GitMirror {
             target = target_refs.len(),
             "both sides listed"
         );
-        let listed =
-            Listed { source: &source_refs, target: &target_refs, offered: &source.capabilities };
+        let listed = Listed {
+            source: &source_refs,
+            target: &target_refs,
+            offered: &source.capabilities,
+            head: source.head.as_ref(),
+        };
         let mut plan = RefPlan::between(&source_refs, &target_refs);
         if let Some(head) = &source.head {
             plan.push_first(head);
@@ -372,8 +376,12 @@ impl GitMirror {
             self.list(&job.target, Side::Target, Service::Read, None),
         )?;
         let (source_refs, target_refs) = (mirrored(source.refs), mirrored(target.refs));
-        let listed =
-            Listed { source: &source_refs, target: &target_refs, offered: &source.capabilities };
+        let listed = Listed {
+            source: &source_refs,
+            target: &target_refs,
+            offered: &source.capabilities,
+            head: source.head.as_ref(),
+        };
         let progress = self.progress.clone().unwrap_or_default();
         self.fetch(&cache.path, job, &listed, &progress, None, None).await?;
         let path = cache.path.clone();

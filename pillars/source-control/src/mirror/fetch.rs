@@ -17,12 +17,12 @@ use git2::{FetchOptions, Oid, Repository};
 
 use super::{GitMirror, MirrorJob};
 use crate::cache::{
-    cache_error, cache_io, cache_refs, open_cache, packs, packs_since, record_settled, settled,
-    update_cache_refs,
+    cache_error, cache_io, cache_refs, open_cache, outlasted, packs, packs_since, record_outlasted,
+    record_settled, settled, update_cache_refs,
 };
 use crate::error::MirrorError;
 use crate::protocol::{PackDemux, encode_fetch};
-use crate::refs::RefMap;
+use crate::refs::{RefMap, RefName};
 use crate::report::TransferProgress;
 use crate::task::{before, blocking};
 use crate::transport::{Endpoint, Location, Side};
@@ -55,7 +55,10 @@ impl GitMirror {
                 let before = progress.bytes_received.load(Ordering::Relaxed);
                 let ours = matches!(job.source.location(), Ok(Location::Http))
                     && offered.iter().any(|c| c == "side-band-64k");
-                fetched.pack = if ours {
+                fetched.pack = if ours && deadline.is_some() && outlasted(cache) {
+                    self.fetch_in_steps(cache, job, listed, &prepared.missing, progress).await?;
+                    None
+                } else if ours {
                     let request = fetch_request(offered, &prepared.missing, &prepared.haves);
                     // Without haves the source sends a whole (not thin) pack: what an empty
                     // target needs, as it arrives.
@@ -75,7 +78,66 @@ impl GitMirror {
             blocking(move || settle_cache(&cache, &job, &wanted)).await?;
             Ok(fetched)
         };
-        before(deadline, "fetching from the source", fetching).await
+        let fetched = before(deadline, "fetching from the source", fetching).await;
+        if let Err(MirrorError::Deadline { .. }) = &fetched {
+            // What a whole fetch brought is lost with it: the next runs fetch in steps.
+            record_outlasted(cache, true).map_err(|e| cache_io(cache, &e))?;
+        }
+        fetched
+    }
+
+    /// Fetches `missing` a share of the source's refs at a time, oldest first as far as
+    /// names tell (tags in version order, then branches, the default branch last), each
+    /// step's refs added to the cache's once its pack is in: a history whose whole fetch
+    /// outlasts a run arrives over several, each carrying on from the last.
+    async fn fetch_in_steps(
+        &self,
+        cache: &Path,
+        job: &MirrorJob,
+        listed: &Listed<'_>,
+        missing: &[Oid],
+        progress: &Arc<TransferProgress>,
+    ) -> Result<(), MirrorError> {
+        let steps = fetch_steps(listed.source, listed.head, missing);
+        for (number, step) in steps.iter().enumerate() {
+            tracing::info!(
+                repository = job.name,
+                step = number + 1,
+                steps = steps.len(),
+                refs = step.len(),
+                "the last fetch outlasted its run: fetching in steps"
+            );
+            let (wants, haves) = {
+                let (cache, step) = (cache.to_owned(), step.clone());
+                blocking(move || {
+                    let repository = open_cache(&cache)?;
+                    let failed = |e: git2::Error| cache_error(&cache, &e);
+                    let odb = repository.odb().map_err(failed)?;
+                    // An earlier step may have brought a later one's tips.
+                    let wants: BTreeSet<Oid> =
+                        step.into_values().filter(|oid| !odb.exists(*oid)).collect();
+                    let tips = cache_refs(&repository).map_err(failed)?;
+                    Ok((wants, haves(&repository, tips.into_values()).map_err(failed)?))
+                })
+                .await?
+            };
+            if !wants.is_empty() {
+                let wants: Vec<Oid> = wants.into_iter().collect();
+                let request = fetch_request(listed.offered, &wants, &haves);
+                self.download_pack(cache, job, request, progress, None).await?;
+            }
+            let (cache, step) = (cache.to_owned(), step.clone());
+            blocking(move || {
+                let repository = open_cache(&cache)?;
+                let failed = |e: git2::Error| cache_error(&cache, &e);
+                let mut refs = cache_refs(&repository).map_err(failed)?;
+                refs.extend(step);
+                update_cache_refs(&repository, &refs).map_err(failed)?;
+                record_settled(&cache).map_err(|e| cache_io(&cache, &e))
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Sends upload-pack `request` to the source and indexes the pack of its answer into the
@@ -127,6 +189,8 @@ pub(super) struct Listed<'a> {
     pub(super) source: &'a RefMap,
     pub(super) target: &'a RefMap,
     pub(super) offered: &'a [String],
+    /// The branch the source's `HEAD` names, if it said.
+    pub(super) head: Option<&'a RefName>,
 }
 
 /// The cache before a download: whether its refs were the target's, which wanted objects
@@ -238,7 +302,44 @@ fn settle_cache(cache_path: &Path, job: &MirrorJob, wanted: &RefMap) -> Result<(
         });
     }
     update_cache_refs(&cache, wanted).map_err(failed)?;
+    record_outlasted(cache_path, false).map_err(|e| cache_io(cache_path, &e))?;
     record_settled(cache_path).map_err(|e| cache_io(cache_path, &e))
+}
+
+/// At most this many steps for a fetch in steps.
+const FETCH_STEPS: usize = 8;
+
+/// The refs of `wanted` whose objects are `missing`, in up to [`FETCH_STEPS`] steps of about
+/// the same number of refs, oldest first as far as names tell: tags in version order (v1.9
+/// before v1.10), then branches, the default branch `head` last (it holds most of the rest).
+fn fetch_steps(wanted: &RefMap, head: Option<&RefName>, missing: &[Oid]) -> Vec<RefMap> {
+    let missing: HashSet<Oid> = missing.iter().copied().collect();
+    let mut order: Vec<(&RefName, &Oid)> =
+        wanted.iter().filter(|(_, oid)| missing.contains(oid)).collect();
+    order.sort_by_cached_key(|(name, _)| {
+        let tag = name.as_bytes().starts_with(b"refs/tags/");
+        (!tag, Some(*name) == head, version_order(name.as_bytes()))
+    });
+    let size = order.len().div_ceil(FETCH_STEPS).max(1);
+    order
+        .chunks(size)
+        .map(|step| step.iter().map(|(name, oid)| ((*name).clone(), **oid)).collect())
+        .collect()
+}
+
+/// A name's key in version order: runs of digits compare as numbers.
+fn version_order(name: &[u8]) -> Vec<(Vec<u8>, usize, Vec<u8>)> {
+    let mut key = Vec::new();
+    let mut rest = name;
+    while !rest.is_empty() {
+        let text = rest.iter().take_while(|b| !b.is_ascii_digit()).count();
+        let digits = rest[text..].iter().take_while(|b| b.is_ascii_digit()).count();
+        let number = &rest[text..text + digits];
+        let significant = &number[number.iter().take_while(|b| **b == b'0').count()..];
+        key.push((rest[..text].to_vec(), significant.len(), significant.to_vec()));
+        rest = &rest[text + digits..];
+    }
+    key
 }
 
 /// upload-pack's request for `missing`, with the capabilities we use of those `offered`.
@@ -448,5 +549,61 @@ fn download_error(job: &MirrorJob, cache: &Path, message: String) -> MirrorError
         }
     } else {
         MirrorError::Fetch { url: job.source.display_url(), error: message }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oid(n: u8) -> Oid {
+        Oid::from_bytes(&[n; 20]).expect("an oid")
+    }
+
+    #[test]
+    fn steps_take_tags_in_version_order_then_branches_and_the_default_branch_last() {
+        let names = [
+            "refs/heads/main",
+            "refs/heads/feature",
+            "refs/tags/v1.10.0",
+            "refs/tags/v1.9.0",
+            "refs/tags/v1.09.1",
+            "refs/tags/v2.0.0",
+        ];
+        let wanted: RefMap =
+            names.iter().zip(1..).map(|(name, n)| (RefName::from(*name), oid(n))).collect();
+        let head = RefName::from("refs/heads/main");
+        let all: Vec<Oid> = wanted.values().copied().collect();
+        let steps = fetch_steps(&wanted, Some(&head), &all);
+        let order: Vec<String> =
+            steps.iter().flat_map(|s| s.keys().map(ToString::to_string)).collect();
+        assert_eq!(
+            order,
+            [
+                "refs/tags/v1.9.0",
+                "refs/tags/v1.09.1",
+                "refs/tags/v1.10.0",
+                "refs/tags/v2.0.0",
+                "refs/heads/feature",
+                "refs/heads/main"
+            ]
+        );
+        assert_eq!(steps.len(), 6, "one ref a step when there are fewer than eight");
+    }
+
+    #[test]
+    fn steps_hold_only_what_the_cache_lacks_in_at_most_eight_shares() {
+        let wanted: RefMap = (0..100u8)
+            .map(|n| (RefName::from(format!("refs/tags/t{n}").as_str()), oid(n)))
+            .collect();
+        let missing: Vec<Oid> = (50..100u8).map(oid).collect();
+        let steps = fetch_steps(&wanted, None, &missing);
+        assert_eq!(steps.len(), 8);
+        assert_eq!(steps.iter().map(RefMap::len).collect::<Vec<_>>(), [7, 7, 7, 7, 7, 7, 7, 1]);
+        assert!(steps.iter().flat_map(|s| s.values()).all(|o| missing.contains(o)));
+        assert_eq!(
+            steps[0].keys().next().map(ToString::to_string).as_deref(),
+            Some("refs/tags/t50")
+        );
     }
 }

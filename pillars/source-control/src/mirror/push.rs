@@ -336,6 +336,8 @@ impl GitMirror {
         )
         .await;
         match built.await {
+            // The build stopped for the deadline: the cache is sound.
+            Ok(Err(Some(_))) if !keep_going() => Err(MirrorError::Deadline { phase: "pushing" }),
             // A failed build explains a failed request better than the request can.
             Ok(Err(Some(error))) => Err(MirrorError::Cache {
                 path: cache.to_owned(),
