@@ -2,7 +2,7 @@
 // x86_64 (the toolchain here has no arm64 target; Graviton is a later choice), logging JSON
 // into a log group of its own with a set retention, with the deployment manifest in a layer
 // and the environment its `from_env` reads, nothing else.
-import { Duration, RemovalPolicy, Size } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Size, Tags } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
@@ -75,6 +75,9 @@ export class PillarFunction extends Construct {
       logGroup: this.logGroup,
       environment: { PILLARS_MANIFEST: MANIFEST_PATH, ...props.environment },
     });
+    // Which binary runs here: for operators, and for the tests that run each binary with
+    // the environment its synthesized function gets.
+    Tags.of(this.function).add('pillars:binary', props.binary);
   }
 
   /** Runs the function every `period` (EventBridge Scheduler), with a role of its own. */

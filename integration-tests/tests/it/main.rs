@@ -5,6 +5,7 @@ mod config_cli;
 mod docker_faults;
 mod docker_mirror;
 mod git_credentials;
+mod lambda_binaries;
 mod logging;
 mod logging_producers;
 mod scp_converge;

@@ -38,9 +38,43 @@ pub fn init_tracing_at(default_level: &str) {
 /// Time kept back from a Lambda's deadline to report what was done (metrics, the answer).
 const REPORT_RESERVE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Deadlines this near the epoch are not wall-clock times but a budget: cargo lambda's
+/// runtime emulator sends `Lambda-Runtime-Deadline-Ms: 600000` (ten minutes from now) where
+/// Lambda sends epoch milliseconds.
+const BUDGET_NOT_TIME: std::time::Duration = std::time::Duration::from_secs(86_400);
+
 /// The instant a handler must be done by, from the invocation's deadline (a wall-clock
 /// time): a little before it, so the answer and the metrics still go out.
 pub fn deadline(lambda_deadline: std::time::SystemTime) -> std::time::Instant {
-    let left = lambda_deadline.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    let left = match lambda_deadline.duration_since(std::time::UNIX_EPOCH) {
+        Ok(budget) if budget < BUDGET_NOT_TIME => budget,
+        _ => lambda_deadline.duration_since(std::time::SystemTime::now()).unwrap_or_default(),
+    };
     std::time::Instant::now() + left.saturating_sub(REPORT_RESERVE)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    use super::deadline;
+
+    #[test]
+    fn a_deadline_is_kept_two_seconds_short_of_lambdas() {
+        let started = Instant::now();
+        let done_by = deadline(SystemTime::now() + Duration::from_secs(60));
+        let left = done_by - started;
+        // 58 s, with slack for the time between the two clocks' reads.
+        let expected = Duration::from_secs(57)..Duration::from_millis(58_100);
+        assert!(expected.contains(&left), "{left:?}");
+        assert!(deadline(SystemTime::now() - Duration::from_secs(5)) <= Instant::now());
+    }
+
+    #[test]
+    fn cargo_lambdas_600000_is_ten_minutes_from_now_not_1970() {
+        let started = Instant::now();
+        let left = deadline(UNIX_EPOCH + Duration::from_millis(600_000)) - started;
+        let expected = Duration::from_secs(597)..Duration::from_millis(598_100);
+        assert!(expected.contains(&left), "{left:?}");
+    }
 }
