@@ -6,6 +6,7 @@ import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as sns from 'aws-cdk-lib/aws-sns';
+import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
 
 export class AlarmTopic extends Construct {
@@ -41,6 +42,13 @@ export class AlarmTopic extends Construct {
         conditions: { ArnLike: { 'aws:SourceArn': `arn:${partition}:cloudwatch:${region}:${account}:alarm:*` } },
       }),
     );
+  }
+
+  /** Sends every alarm and recovery to each of `addresses` (each confirms once). */
+  notifyByEmail(addresses: string[]): void {
+    for (const address of addresses) {
+      this.topic.addSubscription(new subscriptions.EmailSubscription(address));
+    }
   }
 
   /** Notifies the topic when `alarm` goes into ALARM and when it is OK again. */

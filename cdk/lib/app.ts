@@ -25,6 +25,7 @@ export function addPillarStacks(app: App, manifest: Manifest, sources: PillarSou
   if (manifest.repositories.length > 0) {
     const stack = new SourceControlStack(app, 'PillarsSourceControl', {
       ...sources,
+      alarmEmails: manifest.alarms.email,
       description: 'Source Control Pillar: Bitbucket repositories mirrored into CodeCommit',
       repositories: manifest.repositories,
       settings: manifest.source_control,
@@ -37,6 +38,7 @@ export function addPillarStacks(app: App, manifest: Manifest, sources: PillarSou
   if (manifest.images.length > 0) {
     const stack = new DockerMirrorStack(app, 'PillarsDockerMirror', {
       ...sources,
+      alarmEmails: manifest.alarms.email,
       description: 'Docker mirror: configured images copied into ECR',
       images: manifest.images,
       settings: manifest.docker_mirror,
@@ -47,6 +49,7 @@ export function addPillarStacks(app: App, manifest: Manifest, sources: PillarSou
   if (manifest.logging) {
     const stack = new LoggingStack(app, 'PillarsLogging', {
       ...sources,
+      alarmEmails: manifest.alarms.email,
       description: 'Logging Pillar: a Kinesis stream drained into CloudWatch Logs, with a heartbeat',
       logging: manifest.logging,
     });

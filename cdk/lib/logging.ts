@@ -186,6 +186,24 @@ export class LoggingPillar extends Construct {
         1,
       ),
       symptom(
+        'SinkFailedAlarm',
+        'Batches the sink could not write wholly (a partial batch failure, which raises no Lambda error): read the log-sink logs',
+        pillarMetric(NAMESPACE, 'SinkFailed', Duration.minutes(5)),
+        1,
+      ),
+      symptom(
+        'EventsRejectedAlarm',
+        'CloudWatch Logs rejected events (too old, too new or expired): counted here, and nowhere else',
+        pillarMetric(NAMESPACE, 'EventsRejected', Duration.minutes(5)),
+        1,
+      ),
+      symptom(
+        'EventsRestampedAlarm',
+        'Events whose time CloudWatch Logs would reject were stored at their arrival time, the original kept in pillar_original_timestamp',
+        pillarMetric(NAMESPACE, 'EventsRestamped', Duration.minutes(5)),
+        1,
+      ),
+      symptom(
         'FailedBatchesAlarm',
         'Batches the sink gave up on: their shard and sequence range wait in the queue',
         this.failedBatches.metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(5), statistic: 'Maximum' }),

@@ -31,6 +31,7 @@ export interface SourceControlConfig {
   readonly mirror_ephemeral_storage_mib: number;
   readonly mirror_memory_mib: number;
   readonly mirror_concurrency: number;
+  readonly webhook_reserved_concurrency: number | null;
   readonly reconcile_period_minutes: number;
   readonly max_receive_count: number;
 }
@@ -40,12 +41,17 @@ export interface DockerMirrorConfig {
   readonly memory_mib: number;
 }
 
+export interface AlarmsConfig {
+  readonly email: string[];
+}
+
 export interface Manifest {
   readonly repositories: RepositoryConfig[];
   readonly images: ImageConfig[];
   readonly logging: LoggingConfig | null;
   readonly source_control: SourceControlConfig;
   readonly docker_mirror: DockerMirrorConfig;
+  readonly alarms: AlarmsConfig;
 }
 
 /**

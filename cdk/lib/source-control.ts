@@ -80,6 +80,8 @@ export class SourceControlPillar extends Construct {
       binary: 'scp-webhook',
       description: 'Bitbucket webhook: checks the signature, queues a mirror, answers 202',
       timeout: Duration.seconds(10),
+      // Caps what a flood of calls to its public URL takes from the account (if set).
+      reservedConcurrency: settings.webhook_reserved_concurrency ?? undefined,
       environment: { WEBHOOK_SECRET_ID: this.webhookSecret.secretArn, MIRROR_QUEUE_URL: this.queue.queueUrl },
     });
     this.webhookSecret.grantRead(webhook.function);
@@ -94,13 +96,22 @@ export class SourceControlPillar extends Construct {
       timeout: Duration.minutes(15),
       memoryMib: settings.mirror_memory_mib,
       ephemeralStorageMib: settings.mirror_ephemeral_storage_mib,
-      reservedConcurrency: settings.mirror_concurrency,
       // The stack creates the repositories, and the mirror may not. The queue's URL lets a
       // failed request come back soon (ChangeMessageVisibility, which the event source's
       // consume grant includes), not after the queue's visibility timeout.
       environment: { CREATE_REPOSITORIES: 'false', MIRROR_QUEUE_URL: this.queue.queueUrl },
     });
-    mirror.function.addEventSource(new SqsEventSource(this.queue, { batchSize: 10, reportBatchItemFailures: true }));
+    // The event source's maxConcurrency, not reserved concurrency: the poller then takes no
+    // more than it can hand over, where a throttled function sends batches back to the
+    // queue (counted as receives, so healthy repositories drift to the DLQ), and no share
+    // of the account's concurrency is held back (a deploy blocker where the quota is low).
+    mirror.function.addEventSource(
+      new SqsEventSource(this.queue, {
+        batchSize: 10,
+        reportBatchItemFailures: true,
+        maxConcurrency: settings.mirror_concurrency,
+      }),
+    );
 
     const reconcile = new PillarFunction(this, 'Reconcile', {
       source: props.source,
@@ -152,11 +163,32 @@ export class SourceControlPillar extends Construct {
       comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
       treatMissingData: cloudwatch.TreatMissingData.BREACHING,
     });
+    // A repository whose every try fails: reconcile queues it each period, so it fails in
+    // each (one blip that the next try repairs does not).
+    const failing = new cloudwatch.Alarm(this, 'MirrorFailedAlarm', {
+      alarmDescription: 'Mirrors failed in two reconcile periods running: read the scp-mirror logs (Repository is a dimension)',
+      metric: pillarMetric(NAMESPACE, 'MirrorFailed', period),
+      threshold: 1,
+      evaluationPeriods: 2,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    // Mass deletions held: the copy is safe, but an operator must confirm or repair.
+    const held = new cloudwatch.Alarm(this, 'DeletionsHeldAlarm', {
+      alarmDescription:
+        'A mirror run would have deleted most branches and tags and deleted none: check the source, then pillar scp mirror --allow-mass-deletion',
+      metric: pillarMetric(NAMESPACE, 'DeletionsHeld', Duration.minutes(5), 'Maximum'),
+      threshold: 1,
+      evaluationPeriods: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
     this.healthy = new cloudwatch.CompositeAlarm(this, 'WouldItWorkToday', {
       alarmDescription: 'Source Control Pillar: a build could not count on CodeCommit being current',
-      alarmRule: cloudwatch.AlarmRule.anyOf(deadLetters, drifted, unmeasured),
+      alarmRule: cloudwatch.AlarmRule.anyOf(deadLetters, drifted, unmeasured, failing),
     });
     this.alarms.route(this.healthy);
+    this.alarms.route(held);
 
     new cloudwatch.Dashboard(this, 'Dashboard', {
       widgets: [
@@ -169,6 +201,7 @@ export class SourceControlPillar extends Construct {
             title: 'Mirror failures',
             left: [
               pillarMetric(NAMESPACE, 'MirrorFailed', Duration.minutes(5)),
+              pillarMetric(NAMESPACE, 'DeletionsHeld', Duration.minutes(5)),
               this.deadLetters.metricApproximateNumberOfMessagesVisible(),
             ],
           }),
@@ -180,7 +213,7 @@ export class SourceControlPillar extends Construct {
             ],
           }),
         ],
-        [new cloudwatch.AlarmStatusWidget({ title: 'Would it work today?', alarms: [this.healthy, deadLetters, drifted, unmeasured] })],
+        [new cloudwatch.AlarmStatusWidget({ title: 'Would it work today?', alarms: [this.healthy, deadLetters, drifted, unmeasured, failing, held] })],
       ],
     });
   }

@@ -18,6 +18,8 @@ export interface PillarStackProps extends StackProps {
   readonly manifestDir: string;
   /** Retention of the functions' own logs. */
   readonly functionLogRetention?: logs.RetentionDays;
+  /** Addresses the pillar's alarms are e-mailed to. */
+  readonly alarmEmails?: string[];
 }
 
 function functionSource(stack: Stack, props: PillarStackProps): FunctionSource {
@@ -48,6 +50,7 @@ export class SourceControlStack extends Stack {
       repositories: props.repositories,
       settings: props.settings,
     });
+    this.pillar.alarms.notifyByEmail(props.alarmEmails ?? []);
   }
 }
 
@@ -66,6 +69,7 @@ export class DockerMirrorStack extends Stack {
       images: props.images,
       settings: props.settings,
     });
+    this.pillar.alarms.notifyByEmail(props.alarmEmails ?? []);
   }
 }
 
@@ -79,5 +83,6 @@ export class LoggingStack extends Stack {
   constructor(scope: Construct, id: string, props: LoggingStackProps) {
     super(scope, id, props);
     this.pillar = new LoggingPillar(this, 'Logging', { source: functionSource(this, props), logging: props.logging });
+    this.pillar.alarms.notifyByEmail(props.alarmEmails ?? []);
   }
 }

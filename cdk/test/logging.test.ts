@@ -27,7 +27,8 @@ test('producers get a managed policy to put records, subscriptions a role CloudW
       Statement: [Match.objectLike({ Principal: { Service: 'logs.amazonaws.com' }, Condition: Match.anyValue() })],
     },
   });
-  for (const metric of ['EventsToFallback', 'RecordsUndecodable']) {
+  // A partial batch failure raises no Lambda error: the sink's own counts are watched.
+  for (const metric of ['EventsToFallback', 'RecordsUndecodable', 'SinkFailed', 'EventsRejected', 'EventsRestamped']) {
     built.hasResourceProperties('AWS::CloudWatch::Alarm', { MetricName: metric, AlarmActions: [Match.anyValue()] });
   }
 });

@@ -1,6 +1,6 @@
 import { Match } from 'aws-cdk-lib/assertions';
 
-import { stacks, template } from './support';
+import { exampleManifest, stacks, template } from './support';
 
 const built = template(stacks().sourceControl);
 
@@ -62,12 +62,11 @@ test('mirror requests: FIFO with a FIFO dead-letter queue after the configured t
   built.resourceCountIs('AWS::SQS::Queue', 2);
 });
 
-test('mirror: 15 minutes, the manifest\'s storage and concurrency, batch failures reported', () => {
+test('mirror: 15 minutes, the manifest\'s storage, batch failures reported', () => {
   built.hasResourceProperties('AWS::Lambda::Function', {
     Timeout: 900,
     MemorySize: 1024,
     EphemeralStorage: { Size: 2048 },
-    ReservedConcurrentExecutions: 2,
     Environment: {
       Variables: {
         PILLARS_MANIFEST: '/opt/pillars.toml',
@@ -105,6 +104,37 @@ test('IAM: CodeCommit actions only on the configured repositories', () => {
     expect([statement.Resource].flat()).toHaveLength(2);
   }
   expect(JSON.stringify(statements)).toContain('pillars/bitbucket-read-??????');
+});
+
+test('mirror concurrency is the SQS event source\'s maximum, with no reserved concurrency to block a deploy', () => {
+  built.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+    ScalingConfig: { MaximumConcurrency: 2 },
+    FunctionResponseTypes: ['ReportBatchItemFailures'],
+  });
+  const functions = Object.values(built.findResources('AWS::Lambda::Function'));
+  expect(functions.map((f) => f.Properties.ReservedConcurrentExecutions)).toEqual([undefined, undefined, undefined]);
+  const capped = { ...exampleManifest() };
+  const settings = { ...capped.source_control, webhook_reserved_concurrency: 10 };
+  const withCap = template(stacks({ ...capped, source_control: settings }).sourceControl);
+  withCap.hasResourceProperties('AWS::Lambda::Function', {
+    ReservedConcurrentExecutions: 10,
+    Tags: Match.arrayWith([{ Key: 'pillars:binary', Value: 'scp-webhook' }]),
+  });
+});
+
+test('a repository failing every try and held mass deletions raise alarms that reach the topic', () => {
+  const composite = Object.values(built.findResources('AWS::CloudWatch::CompositeAlarm'))[0];
+  expect(JSON.stringify(composite.Properties.AlarmRule)).toContain('SourceControlMirrorFailedAlarm');
+  built.hasResourceProperties('AWS::CloudWatch::Alarm', {
+    MetricName: 'MirrorFailed',
+    Namespace: 'Pillars/SourceControl',
+    EvaluationPeriods: 2,
+  });
+  built.hasResourceProperties('AWS::CloudWatch::Alarm', {
+    MetricName: 'DeletionsHeld',
+    AlarmActions: [Match.anyValue()],
+    OKActions: [Match.anyValue()],
+  });
 });
 
 test('reconcile: on a schedule of the manifest\'s period', () => {

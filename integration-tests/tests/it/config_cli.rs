@@ -86,3 +86,54 @@ fn help_lists_every_subcommand() {
         assert!(stdout.contains(subcommand), "{subcommand} missing from {stdout}");
     }
 }
+
+#[test]
+fn with_aws_every_named_secret_must_exist_and_hold_a_user_and_password() {
+    let (good, bare, missing) = (
+        crate::support::unique("cfg/good"),
+        crate::support::unique("cfg/bare"),
+        crate::support::unique("cfg/none"),
+    );
+    let secrets = aws_sdk_secretsmanager::Client::new(&crate::support::aws_config());
+    for (name, value) in [(&good, "mirror:s3cret"), (&bare, "a-token-without-user")] {
+        crate::support::runtime()
+            .block_on(secrets.create_secret().name(name).secret_string(value).send())
+            .expect("CreateSecret");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("pillars.toml");
+    let repository = |n: u32, secret: &str| {
+        format!(
+            "[[repository]]\ncodecommit = \"r{n}\"\nsource = \"https://bitbucket.example.com/scm/a/r{n}.git\"\nbitbucket = \"A/r{n}\"\ncredentials_secret = \"{secret}\"\n\n"
+        )
+    };
+    let text = [repository(0, &good), repository(1, &bare), repository(2, &missing)].concat()
+        + &format!(
+            "[[image]]\nsource = \"registry.example.com/app\"\necr_repository = \"app\"\ntags = [\"1\"]\ncredentials_secret = \"{bare}\"\n"
+        );
+    std::fs::write(&file, text).expect("write manifest");
+
+    assert_eq!(
+        run(pillar().args(["config", "check"]).arg(&file)).status.code(),
+        Some(0),
+        "offline, it is valid"
+    );
+    let output = run(pillar().args(["config", "check", "--aws"]).arg(&file));
+    assert_eq!(output.status.code(), Some(1));
+    let problems: Vec<String> = stderr(&output).lines().map(str::to_owned).collect();
+    assert_eq!(
+        problems,
+        [
+            format!(
+                "pillar: repository[1].credentials_secret: secret `{bare}` is not `username:password`: store the source's user and password (or token) that way"
+            ),
+            format!(
+                "pillar: repository[2].credentials_secret: secret `{missing}` does not exist in Secrets Manager: create it, or fix the secret name in the configuration"
+            ),
+            format!(
+                "pillar: image[0].credentials_secret: secret `{bare}` is not `username:password`: store the source's user and password (or token) that way"
+            ),
+        ],
+        "each secret that would fail a mirror, at its key; the good one is not named"
+    );
+}

@@ -1,9 +1,10 @@
-//! `pillar config check FILE [--json]`.
+//! `pillar config check FILE [--json] [--aws]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use pillar_auth::secrets::{SecretCache, username_password};
 use pillar_config::Manifest;
 
 #[derive(Debug, Subcommand)]
@@ -15,12 +16,17 @@ pub enum Command {
         /// Print the checked manifest as JSON, defaults filled in (what the CDK app reads).
         #[arg(long)]
         json: bool,
+        /// Also check, with the caller's AWS credentials, that every secret the manifest
+        /// names exists and can be read (a source's holding `username:password`).
+        #[arg(long)]
+        aws: bool,
     },
 }
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Check { file, json } => match Manifest::load(&file) {
+        Command::Check { file, json, aws } => match Manifest::load(&file) {
+            Ok(manifest) if aws && !secrets_found(&manifest)? => Ok(ExitCode::FAILURE),
             Ok(manifest) if json => {
                 println!("{}", serde_json::to_string_pretty(&manifest)?);
                 Ok(ExitCode::SUCCESS)
@@ -44,4 +50,36 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         },
     }
+}
+
+/// Whether every secret `manifest` names can be read and holds `username:password` (what
+/// the mirrors split it into); prints each that does not, at its key.
+fn secrets_found(manifest: &Manifest) -> anyhow::Result<bool> {
+    let repositories = manifest.repositories.iter().enumerate().filter_map(|(n, r)| {
+        Some((format!("repository[{n}].credentials_secret"), r.credentials_secret.as_ref()?))
+    });
+    let images = manifest.images.iter().enumerate().filter_map(|(n, i)| {
+        Some((format!("image[{n}].credentials_secret"), i.credentials_secret.as_ref()?))
+    });
+    let named: Vec<(String, &String)> = repositories.chain(images).collect();
+    let problems = crate::runtime()?.block_on(async {
+        let aws = aws_config::load_from_env().await;
+        let secrets =
+            SecretCache::new(aws_sdk_secretsmanager::Client::new(&aws), std::time::Duration::MAX);
+        let mut problems = Vec::new();
+        for (key, id) in &named {
+            match secrets.get(id).await {
+                Err(error) => problems.push(format!("{key}: {error}")),
+                Ok(value) if username_password(&value).is_none() => problems.push(format!(
+                    "{key}: secret `{id}` is not `username:password`: store the source's user and password (or token) that way"
+                )),
+                Ok(_) => {}
+            }
+        }
+        problems
+    });
+    for problem in &problems {
+        eprintln!("pillar: {problem}");
+    }
+    Ok(problems.is_empty())
 }

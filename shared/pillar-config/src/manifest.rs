@@ -24,6 +24,17 @@ pub struct Manifest {
     /// How the Docker mirror runs.
     #[serde(default)]
     pub docker_mirror: DockerMirror,
+    /// Who the pillars' alarms reach, beside whatever subscribes to their topics.
+    #[serde(default)]
+    pub alarms: Alarms,
+}
+
+/// `[alarms]`: subscriptions the CDK app adds to every pillar's alarm topic.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Alarms {
+    /// Addresses that get every alarm and its recovery by e-mail (each confirms once).
+    pub email: Vec<String>,
 }
 
 /// `[source_control]`: the mirror Lambda's size and the reconcile schedule.
@@ -34,8 +45,14 @@ pub struct SourceControl {
     /// largest repository twice.
     pub mirror_ephemeral_storage_mib: u32,
     pub mirror_memory_mib: u32,
-    /// Mirrors running at the same time (reserved concurrency of the mirror Lambda).
+    /// Mirrors running at the same time: the `maxConcurrency` of the mirror's SQS event
+    /// source (2 to 1000), which throttles without returning messages to the queue.
     pub mirror_concurrency: u32,
+    /// Reserved concurrency of the webhook function, so that a flood of calls to its public
+    /// URL cannot take the account's unreserved concurrency from the other pillars. None by
+    /// default: Lambda keeps 100 unreserved, so accounts at the default quota of 1,000 (not
+    /// new accounts, which may have 10) can spare it.
+    pub webhook_reserved_concurrency: Option<u32>,
     /// How often every repository is queued and its drift measured.
     pub reconcile_period_minutes: u32,
     /// Tries of a mirror request before it goes to the dead-letter queue.
@@ -55,6 +72,7 @@ impl Default for SourceControl {
             mirror_ephemeral_storage_mib: 2048,
             mirror_memory_mib: 1024,
             mirror_concurrency: 2,
+            webhook_reserved_concurrency: None,
             reconcile_period_minutes: 15,
             max_receive_count: 5,
             max_deletion_share: 0.5,

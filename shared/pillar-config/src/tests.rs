@@ -215,6 +215,27 @@ fn lambda_sizes_and_schedules_are_checked() {
 }
 
 #[test]
+fn concurrency_and_alarm_addresses_are_checked() {
+    let text = format!(
+        "{VALID}\n[source_control]\nmirror_concurrency = 1\nwebhook_reserved_concurrency = 0\n\n[alarms]\nemail = [\"ops@example.com\", \"pager\"]\n"
+    );
+    let found = problems(&text);
+    assert_eq!(
+        keys(&found),
+        [
+            "source_control.mirror_concurrency",
+            "source_control.webhook_reserved_concurrency",
+            "alarms.email[1]",
+        ]
+    );
+    assert!(found[0].message.contains("2 to 1000"), "{}", found[0].message);
+    assert_eq!(found[2].message, "`pager` is not an e-mail address");
+    let defaults = parse(VALID).expect("valid");
+    assert_eq!(defaults.source_control.webhook_reserved_concurrency, None);
+    assert!(defaults.alarms.email.is_empty());
+}
+
+#[test]
 fn the_checked_manifest_serialises_with_defaults_and_patterns_as_text() {
     let text = format!(
         "{VALID}\n[[image]]\nsource = \"localhost:5000/team/app\"\necr_repository = \"mirror/app\"\ninclude = ['^v\\d']\nsemver = \">=1.2\"\nlifecycle_max_images = 20\n\n[logging]\nstream = \"logs\"\n"

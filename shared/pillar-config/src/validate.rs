@@ -275,9 +275,17 @@ fn runtime(manifest: &Manifest, p: &mut Problems) {
     within(
         "source_control.mirror_concurrency",
         scp.mirror_concurrency,
-        1..=100,
-        "the mirrors at the same time",
+        2..=1000,
+        "an SQS event source's maximum concurrency",
     );
+    if let Some(reserved) = scp.webhook_reserved_concurrency {
+        within(
+            "source_control.webhook_reserved_concurrency",
+            reserved,
+            1..=100,
+            "the webhook's reserved concurrency",
+        );
+    }
     within(
         "source_control.reconcile_period_minutes",
         scp.reconcile_period_minutes,
@@ -299,6 +307,12 @@ fn runtime(manifest: &Manifest, p: &mut Problems) {
         "the mirror's period (minutes)",
     );
     within("docker_mirror.memory_mib", docker.memory_mib, 128..=10_240, "Lambda's memory (MiB)");
+    for (n, address) in manifest.alarms.email.iter().enumerate() {
+        let (user, domain) = address.split_once('@').unwrap_or_default();
+        if user.is_empty() || !domain.contains('.') || address.contains(char::is_whitespace) {
+            p.add(format!("alarms.email[{n}]"), format!("`{address}` is not an e-mail address"));
+        }
+    }
     if !(scp.max_deletion_share > 0.0 && scp.max_deletion_share <= 1.0) {
         p.add(
             "source_control.max_deletion_share",

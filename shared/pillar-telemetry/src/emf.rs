@@ -58,6 +58,12 @@ impl Metrics {
             .map(|(name, _, unit)| json!({ "Name": name, "Unit": unit.as_str() }))
             .collect();
         let dimension_names: Vec<&str> = self.dimensions.iter().map(|(n, _)| n.as_str()).collect();
+        // Values with dimensions count in the total without them too: an alarm or a graph
+        // of the whole pillar reads that one metric, whichever repository emitted it.
+        let dimension_sets = match dimension_names.is_empty() {
+            true => json!([[]]),
+            false => json!([dimension_names, []]),
+        };
         let mut document = Map::new();
         document.insert(
             "_aws".into(),
@@ -65,7 +71,7 @@ impl Metrics {
                 "Timestamp": timestamp_ms,
                 "CloudWatchMetrics": [{
                     "Namespace": self.namespace,
-                    "Dimensions": [dimension_names],
+                    "Dimensions": dimension_sets,
                     "Metrics": definitions,
                 }],
             }),
@@ -99,7 +105,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn document_follows_the_emf_specification() {
+    fn document_follows_the_emf_specification_and_counts_in_the_total_too() {
         let metrics = Metrics::new("Pillars/SourceControl")
             .dimension("Repository", "net")
             .value("RefsDrifted", 3.0, Unit::Count)
@@ -111,7 +117,7 @@ mod tests {
                     "Timestamp": 1_700_000_000_000_u64,
                     "CloudWatchMetrics": [{
                         "Namespace": "Pillars/SourceControl",
-                        "Dimensions": [["Repository"]],
+                        "Dimensions": [["Repository"], []],
                         "Metrics": [
                             {"Name": "RefsDrifted", "Unit": "Count"},
                             {"Name": "MirrorLagSeconds", "Unit": "Seconds"}
