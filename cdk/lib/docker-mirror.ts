@@ -19,26 +19,30 @@ export interface DockerMirrorPillarProps {
 }
 
 export class DockerMirrorPillar extends Construct {
-  readonly repositories: ecr.Repository[];
+  readonly repositories: ecr.IRepository[];
   readonly alarms: AlarmTopic;
   readonly healthy: cloudwatch.Alarm;
 
   constructor(scope: Construct, id: string, props: DockerMirrorPillarProps) {
     super(scope, id);
     const { partition, region, account } = Stack.of(this);
-    this.repositories = props.images.map(
-      (image) =>
-        new ecr.Repository(this, `Repository-${image.ecr_repository}`, {
-          repositoryName: image.ecr_repository,
-          imageScanOnPush: image.scan_on_push,
-          imageTagMutability: image.immutable_tags ? ecr.TagMutability.IMMUTABLE : ecr.TagMutability.MUTABLE,
-          // Only tagged images expire: platform images and signatures are untagged.
-          lifecycleRules: image.lifecycle_max_images
-            ? [{ tagStatus: ecr.TagStatus.TAGGED, tagPatternList: ['*'], maxImageCount: image.lifecycle_max_images }]
-            : [],
-          removalPolicy: RemovalPolicy.RETAIN,
-        }),
-    );
+    // Kept when the stack goes; existing ones (the CLI's, or an earlier stack's) adopted.
+    this.repositories = props.images.map((image): ecr.IRepository => {
+      const id = `Repository-${image.ecr_repository}`;
+      if (props.settings.resources === 'existing') {
+        return ecr.Repository.fromRepositoryName(this, id, image.ecr_repository);
+      }
+      return new ecr.Repository(this, id, {
+        repositoryName: image.ecr_repository,
+        imageScanOnPush: image.scan_on_push,
+        imageTagMutability: image.immutable_tags ? ecr.TagMutability.IMMUTABLE : ecr.TagMutability.MUTABLE,
+        // Only tagged images expire: platform images and signatures are untagged.
+        lifecycleRules: image.lifecycle_max_images
+          ? [{ tagStatus: ecr.TagStatus.TAGGED, tagPatternList: ['*'], maxImageCount: image.lifecycle_max_images }]
+          : [],
+        removalPolicy: RemovalPolicy.RETAIN,
+      });
+    });
 
     const mirror = new PillarFunction(this, 'Mirror', {
       source: props.source,

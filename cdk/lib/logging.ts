@@ -24,7 +24,7 @@ export interface LoggingPillarProps {
 }
 
 export class LoggingPillar extends Construct {
-  readonly stream: kinesis.Stream;
+  readonly stream: kinesis.IStream;
   readonly failedBatches: sqs.Queue;
   /** What a producer's role attaches to put records into the stream. */
   readonly producerPolicy: iam.ManagedPolicy;
@@ -41,13 +41,17 @@ export class LoggingPillar extends Construct {
 
     // Encrypted with the AWS managed key (aws/kinesis): any producer of the account that may
     // put records can, with no key grant to forget on a bad day.
-    this.stream = new kinesis.Stream(this, 'Stream', {
-      streamName: logging.stream,
-      streamMode: kinesis.StreamMode.ON_DEMAND,
-      encryption: kinesis.StreamEncryption.MANAGED,
-      // What the sink has not written stays this long; `pillar logs replay` reads it back.
-      retentionPeriod: Duration.hours(logging.stream_retention_hours),
-    });
+    // Kept when the stack goes (it may hold records); an existing one is adopted by name.
+    this.stream =
+      logging.resources === 'existing'
+        ? kinesis.Stream.fromStreamArn(this, 'Stream', `arn:${partition}:kinesis:${region}:${account}:stream/${logging.stream}`)
+        : new kinesis.Stream(this, 'Stream', {
+            streamName: logging.stream,
+            streamMode: kinesis.StreamMode.ON_DEMAND,
+            encryption: kinesis.StreamEncryption.MANAGED,
+            // What the sink has not written stays this long; `pillar logs replay` reads it back.
+            retentionPeriod: Duration.hours(logging.stream_retention_hours),
+          });
 
     this.producerPolicy = new iam.ManagedPolicy(this, 'ProducerPolicy', {
       description: `Put log records into the Logging Pillar's stream ${logging.stream}`,

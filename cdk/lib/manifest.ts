@@ -2,6 +2,9 @@
 // with every default filled in. Nothing here re-implements a rule.
 import { execFileSync } from 'child_process';
 
+/** Whether a stack creates the resources a pillar names, or adopts existing ones. */
+export type Resources = 'create' | 'existing';
+
 export interface RepositoryConfig {
   readonly codecommit: string;
   readonly source: string;
@@ -25,6 +28,7 @@ export interface LoggingConfig {
   readonly heartbeat_period_minutes: number;
   readonly kms_key: string | null;
   readonly stream_retention_hours: number;
+  readonly resources: Resources;
 }
 
 export interface SourceControlConfig {
@@ -34,11 +38,13 @@ export interface SourceControlConfig {
   readonly webhook_reserved_concurrency: number | null;
   readonly reconcile_period_minutes: number;
   readonly max_receive_count: number;
+  readonly resources: Resources;
 }
 
 export interface DockerMirrorConfig {
   readonly schedule_minutes: number;
   readonly memory_mib: number;
+  readonly resources: Resources;
 }
 
 export interface AlarmsConfig {

@@ -36,8 +36,12 @@ export class SourceControlPillar extends Construct {
     const { partition, region, account } = Stack.of(this);
     const settings = props.settings;
 
-    // Mirrors are kept when the stack goes: they are what a bad day needs.
-    const repositories = props.repositories.map((repository) => {
+    // Mirrors are kept when the stack goes: they are what a bad day needs. Existing ones
+    // (the CLI's, or an earlier stack's) are adopted by name.
+    const repositories = props.repositories.map((repository): codecommit.IRepository => {
+      if (settings.resources === 'existing') {
+        return codecommit.Repository.fromRepositoryName(this, `Repository-${repository.codecommit}`, repository.codecommit);
+      }
       const mirror = new codecommit.Repository(this, `Repository-${repository.codecommit}`, {
         repositoryName: repository.codecommit,
         description: `Mirror of ${repository.bitbucket}, kept by the Source Control Pillar: do not push here`,

@@ -29,6 +29,17 @@ pub struct Manifest {
     pub alarms: Alarms,
 }
 
+/// Whether a pillar's stack creates the resources it names (CodeCommit or ECR repositories,
+/// the stream) or adopts ones that exist already with those names: made by `pillar scp
+/// mirror` or `pillar image mirror` before the first deploy, or kept by an earlier stack.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resources {
+    #[default]
+    Create,
+    Existing,
+}
+
 /// `[alarms]`: subscriptions the CDK app adds to every pillar's alarm topic.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -64,6 +75,8 @@ pub struct SourceControl {
     /// Days the old tip of a ref the mirror moved back or deleted stays in the target under
     /// `refs/pillars/kept/`.
     pub kept_days: u32,
+    /// The CodeCommit repositories: created by the stack, or existing ones adopted.
+    pub resources: Resources,
 }
 
 impl Default for SourceControl {
@@ -77,6 +90,7 @@ impl Default for SourceControl {
             max_receive_count: 5,
             max_deletion_share: 0.5,
             kept_days: 30,
+            resources: Resources::Create,
         }
     }
 }
@@ -87,11 +101,14 @@ impl Default for SourceControl {
 pub struct DockerMirror {
     pub schedule_minutes: u32,
     pub memory_mib: u32,
+    /// The ECR repositories: created by the stack (with scanning, tag mutability and the
+    /// lifecycle rule set), or existing ones adopted as they are.
+    pub resources: Resources,
 }
 
 impl Default for DockerMirror {
     fn default() -> Self {
-        Self { schedule_minutes: 60, memory_mib: 1024 }
+        Self { schedule_minutes: 60, memory_mib: 1024, resources: Resources::Create }
     }
 }
 
@@ -184,6 +201,10 @@ pub struct Logging {
     /// How long Kinesis keeps records the sink has not written (24 to 8760 hours).
     #[serde(default = "default_stream_retention_hours")]
     pub stream_retention_hours: u32,
+    /// The stream: created by the stack, or an existing one (kept by an earlier stack)
+    /// adopted as it is.
+    #[serde(default)]
+    pub resources: Resources,
 }
 
 /// Where log groups go when nothing says otherwise: `<prefix><service>`.
@@ -204,6 +225,7 @@ impl Logging {
             default_service: default_service(),
             partition_key_is_service: false,
             stream_retention_hours: default_stream_retention_hours(),
+            resources: Resources::Create,
         }
     }
 }
