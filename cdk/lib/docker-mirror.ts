@@ -50,6 +50,7 @@ export class DockerMirrorPillar extends Construct {
       description: 'Copies the configured images into ECR, stopping before its deadline',
       timeout: Duration.minutes(15),
       memoryMib: props.settings.memory_mib,
+      network: props.settings.network,
     });
     mirror.function.addToRolePolicy(
       new iam.PolicyStatement({

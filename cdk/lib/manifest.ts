@@ -5,6 +5,13 @@ import { execFileSync } from 'child_process';
 /** Whether a stack creates the resources a pillar names, or adopts existing ones. */
 export type Resources = 'create' | 'existing';
 
+/** A VPC placement for a pillar's functions that reach its sources. */
+export interface NetworkConfig {
+  readonly vpc_id: string;
+  readonly subnet_ids: string[];
+  readonly security_group_ids: string[];
+}
+
 export interface RepositoryConfig {
   readonly codecommit: string;
   readonly source: string;
@@ -39,12 +46,14 @@ export interface SourceControlConfig {
   readonly reconcile_period_minutes: number;
   readonly max_receive_count: number;
   readonly resources: Resources;
+  readonly network: NetworkConfig | null;
 }
 
 export interface DockerMirrorConfig {
   readonly schedule_minutes: number;
   readonly memory_mib: number;
   readonly resources: Resources;
+  readonly network: NetworkConfig | null;
 }
 
 export interface AlarmsConfig {

@@ -2,7 +2,8 @@
 // x86_64 (the toolchain here has no arm64 target; Graviton is a later choice), logging JSON
 // into a log group of its own with a set retention, with the deployment manifest in a layer
 // and the environment its `from_env` reads, nothing else.
-import { Duration, RemovalPolicy, Size, Tags } from 'aws-cdk-lib';
+import { Duration, RemovalPolicy, Size, Stack, Tags } from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
@@ -10,7 +11,8 @@ import * as scheduler from 'aws-cdk-lib/aws-scheduler';
 import * as targets from 'aws-cdk-lib/aws-scheduler-targets';
 import { Construct } from 'constructs';
 
-import { acknowledgeWildcard } from './nag';
+import { NetworkConfig } from './manifest';
+import { acknowledge, acknowledgeWildcard } from './nag';
 
 /** Where a pillar's functions come from, shared by its functions. */
 export interface FunctionSource {
@@ -36,6 +38,8 @@ export interface PillarFunctionProps {
   readonly reservedConcurrency?: number;
   /** Settings beyond PILLARS_MANIFEST. */
   readonly environment?: Record<string, string>;
+  /** Subnets and security groups to run in, for sources on a private network. */
+  readonly network?: NetworkConfig | null;
 }
 
 export class PillarFunction extends Construct {
@@ -74,10 +78,32 @@ export class PillarFunction extends Construct {
       systemLogLevelV2: lambda.SystemLogLevel.WARN,
       logGroup: this.logGroup,
       environment: { PILLARS_MANIFEST: MANIFEST_PATH, ...props.environment },
+      ...(props.network ? this.placement(props.network) : {}),
     });
     // Which binary runs here: for operators, and for the tests that run each binary with
     // the environment its synthesized function gets.
     Tags.of(this.function).add('pillars:binary', props.binary);
+  }
+
+  /** The VPC, subnets and security groups of `network`, imported by id (no lookup). */
+  private placement(network: NetworkConfig): Partial<lambda.FunctionProps> {
+    const vpc = ec2.Vpc.fromVpcAttributes(this, 'Vpc', {
+      vpcId: network.vpc_id,
+      availabilityZones: Stack.of(this).availabilityZones,
+    });
+    const subnets = network.subnet_ids.map((id) => ec2.Subnet.fromSubnetId(this, `Subnet-${id}`, id));
+    const securityGroups = network.security_group_ids.map((id) =>
+      ec2.SecurityGroup.fromSecurityGroupId(this, `SecurityGroup-${id}`, id),
+    );
+    // A role given to a function is not given Lambda's VPC policy by CDK: without it the
+    // deploy fails (no permission to create the network interfaces).
+    this.role.addManagedPolicy(iam.ManagedPolicy.fromAwsManagedPolicyName('service-role/AWSLambdaVPCAccessExecutionRole'));
+    acknowledge(
+      this.role,
+      'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]',
+      "Lambda's own policy for the network interfaces of a function in a VPC",
+    );
+    return { vpc, vpcSubnets: { subnets }, securityGroups };
   }
 
   /** Runs the function every `period` (EventBridge Scheduler), with a role of its own. */

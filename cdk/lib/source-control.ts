@@ -100,6 +100,7 @@ export class SourceControlPillar extends Construct {
       timeout: Duration.minutes(15),
       memoryMib: settings.mirror_memory_mib,
       ephemeralStorageMib: settings.mirror_ephemeral_storage_mib,
+      network: settings.network,
       // The stack creates the repositories, and the mirror may not. The queue's URL lets a
       // failed request come back soon (ChangeMessageVisibility, which the event source's
       // consume grant includes), not after the queue's visibility timeout.
@@ -122,6 +123,7 @@ export class SourceControlPillar extends Construct {
       binary: 'scp-reconcile',
       description: 'Queues every repository and measures its drift from the source',
       timeout: Duration.minutes(5),
+      network: settings.network,
       environment: { MIRROR_QUEUE_URL: this.queue.queueUrl },
     });
     this.queue.grantSendMessages(reconcile.function);

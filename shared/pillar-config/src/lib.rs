@@ -8,8 +8,8 @@ mod validate;
 
 pub use env::{Env, EnvError};
 pub use manifest::{
-    DEFAULT_LOG_GROUP_PREFIX, DockerMirror, Image, Logging, Manifest, Repository, Resources,
-    SourceControl,
+    DEFAULT_LOG_GROUP_PREFIX, DockerMirror, Image, Logging, Manifest, Network, Repository,
+    Resources, SourceControl,
 };
 
 use std::path::{Path, PathBuf};

@@ -40,6 +40,17 @@ pub enum Resources {
     Existing,
 }
 
+/// A VPC placement: the functions get interfaces in these subnets with these security
+/// groups, so they reach sources on a private network (and AWS through the VPC's NAT or
+/// endpoints).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    pub vpc_id: String,
+    pub subnet_ids: Vec<String>,
+    pub security_group_ids: Vec<String>,
+}
+
 /// `[alarms]`: subscriptions the CDK app adds to every pillar's alarm topic.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -77,6 +88,8 @@ pub struct SourceControl {
     pub kept_days: u32,
     /// The CodeCommit repositories: created by the stack, or existing ones adopted.
     pub resources: Resources,
+    /// Where the mirror and reconcile functions run, for sources on a private network.
+    pub network: Option<Network>,
 }
 
 impl Default for SourceControl {
@@ -91,6 +104,7 @@ impl Default for SourceControl {
             max_deletion_share: 0.5,
             kept_days: 30,
             resources: Resources::Create,
+            network: None,
         }
     }
 }
@@ -104,11 +118,13 @@ pub struct DockerMirror {
     /// The ECR repositories: created by the stack (with scanning, tag mutability and the
     /// lifecycle rule set), or existing ones adopted as they are.
     pub resources: Resources,
+    /// Where the mirror function runs, for registries on a private network.
+    pub network: Option<Network>,
 }
 
 impl Default for DockerMirror {
     fn default() -> Self {
-        Self { schedule_minutes: 60, memory_mib: 1024, resources: Resources::Create }
+        Self { schedule_minutes: 60, memory_mib: 1024, resources: Resources::Create, network: None }
     }
 }
 

@@ -236,6 +236,23 @@ fn concurrency_and_alarm_addresses_are_checked() {
 }
 
 #[test]
+fn a_network_placement_needs_real_ids_and_at_least_one_subnet_and_group() {
+    let text = format!(
+        "{VALID}\n[source_control.network]\nvpc_id = \"vpc-0123456789abcdef0\"\nsubnet_ids = [\"subnet-0123456789abcdef0\", \"sub-1\"]\nsecurity_group_ids = []\n\n[docker_mirror.network]\nvpc_id = \"default\"\nsubnet_ids = [\"subnet-0123456789abcdef0\"]\nsecurity_group_ids = [\"sg-0123456789abcdef0\"]\n"
+    );
+    let found = problems(&text);
+    assert_eq!(
+        keys(&found),
+        [
+            "source_control.network.subnet_ids[1]",
+            "source_control.network.security_group_ids",
+            "docker_mirror.network.vpc_id",
+        ]
+    );
+    assert!(parse(VALID).expect("valid").source_control.network.is_none());
+}
+
+#[test]
 fn the_checked_manifest_serialises_with_defaults_and_patterns_as_text() {
     let text = format!(
         "{VALID}\n[[image]]\nsource = \"localhost:5000/team/app\"\necr_repository = \"mirror/app\"\ninclude = ['^v\\d']\nsemver = \">=1.2\"\nlifecycle_max_images = 20\n\n[logging]\nstream = \"logs\"\n"

@@ -37,6 +37,9 @@ static SECRET_ID: LazyLock<Regex> = LazyLock::new(|| {
 static STREAM: LazyLock<Regex> = LazyLock::new(|| pattern(r"^[A-Za-z0-9_.-]{1,128}$"));
 static KMS_KEY_ARN: LazyLock<Regex> =
     LazyLock::new(|| pattern(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]{1,128}$"));
+static VPC_ID: LazyLock<Regex> = LazyLock::new(|| pattern(r"^vpc-[0-9a-f]{8,17}$"));
+static SUBNET_ID: LazyLock<Regex> = LazyLock::new(|| pattern(r"^subnet-[0-9a-f]{8,17}$"));
+static SECURITY_GROUP_ID: LazyLock<Regex> = LazyLock::new(|| pattern(r"^sg-[0-9a-f]{8,17}$"));
 static LOG_GROUP_PREFIX: LazyLock<Regex> = LazyLock::new(|| pattern(r"^[A-Za-z0-9_./#-]{1,400}$"));
 
 #[derive(Default)]
@@ -307,6 +310,29 @@ fn runtime(manifest: &Manifest, p: &mut Problems) {
         "the mirror's period (minutes)",
     );
     within("docker_mirror.memory_mib", docker.memory_mib, 128..=10_240, "Lambda's memory (MiB)");
+    let networks = [("source_control", &scp.network), ("docker_mirror", &docker.network)];
+    for (section, network) in networks {
+        let Some(network) = network else { continue };
+        let key = |field: &str| format!("{section}.network.{field}");
+        p.expect_match(key("vpc_id"), &network.vpc_id, &VPC_ID, "a VPC id (vpc-...)");
+        let lists = [
+            ("subnet_ids", &network.subnet_ids, &*SUBNET_ID, "a subnet id (subnet-...)"),
+            (
+                "security_group_ids",
+                &network.security_group_ids,
+                &*SECURITY_GROUP_ID,
+                "a security group id (sg-...)",
+            ),
+        ];
+        for (field, ids, rule, what) in lists {
+            if ids.is_empty() {
+                p.add(key(field), "at least one is needed");
+            }
+            for (n, id) in ids.iter().enumerate() {
+                p.expect_match(format!("{}[{n}]", key(field)), id, rule, what);
+            }
+        }
+    }
     for (n, address) in manifest.alarms.email.iter().enumerate() {
         let (user, domain) = address.split_once('@').unwrap_or_default();
         if user.is_empty() || !domain.contains('.') || address.contains(char::is_whitespace) {
