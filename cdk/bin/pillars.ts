@@ -27,3 +27,6 @@ addPillarStacks(app, manifest, {
   manifestDir,
   env: { account: process.env.CDK_DEFAULT_ACCOUNT, region: process.env.CDK_DEFAULT_REGION },
 });
+// Synthesis copies the layer into the cloud assembly: the temporary copy can go.
+app.synth();
+fs.rmSync(manifestDir, { recursive: true, force: true });

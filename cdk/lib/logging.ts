@@ -131,9 +131,14 @@ export class LoggingPillar extends Construct {
       description: 'Finds the previous heartbeat in CloudWatch Logs, sends the next through the stream',
       timeout: Duration.minutes(1),
     });
-    this.stream.grantWrite(heartbeat.function);
-    // To tell which hop lost a missing heartbeat: was it in the stream?
-    this.stream.grantRead(heartbeat.function);
+    // It sends with PutRecords, and reads the stream back to tell which hop lost a missing
+    // heartbeat: only those calls (the stream's AWS managed key needs no grant).
+    heartbeat.function.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: ['kinesis:PutRecords', 'kinesis:ListShards', 'kinesis:GetShardIterator', 'kinesis:GetRecords'],
+        resources: [this.stream.streamArn],
+      }),
+    );
     const heartbeats = `${groups}${HEARTBEAT_SERVICE}:*`;
     heartbeat.function.addToRolePolicy(new iam.PolicyStatement({ actions: ['logs:FilterLogEvents'], resources: [heartbeats] }));
     acknowledgeWildcard(heartbeat.role, heartbeats, 'The heartbeat log group: FilterLogEvents takes its `:*` ARN');

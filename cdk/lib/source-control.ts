@@ -88,8 +88,13 @@ export class SourceControlPillar extends Construct {
       reservedConcurrency: settings.webhook_reserved_concurrency ?? undefined,
       environment: { WEBHOOK_SECRET_ID: this.webhookSecret.secretArn, MIRROR_QUEUE_URL: this.queue.queueUrl },
     });
-    this.webhookSecret.grantRead(webhook.function);
-    this.queue.grantSendMessages(webhook.function);
+    // Only the calls it makes: the grant helpers add DescribeSecret, GetQueueAttributes and
+    // GetQueueUrl too. (The queue is SQS-encrypted: no key grant.)
+    webhook.function.addToRolePolicy(
+      new iam.PolicyStatement({ actions: ['secretsmanager:GetSecretValue'], resources: [this.webhookSecret.secretArn] }),
+    );
+    const sendToQueue = new iam.PolicyStatement({ actions: ['sqs:SendMessage'], resources: [this.queue.queueArn] });
+    webhook.function.addToRolePolicy(sendToQueue);
     // Anyone may call it: the HMAC signature of each delivery is the guard.
     this.webhookUrl = webhook.function.addFunctionUrl({ authType: lambda.FunctionUrlAuthType.NONE });
 
@@ -126,14 +131,14 @@ export class SourceControlPillar extends Construct {
       network: settings.network,
       environment: { MIRROR_QUEUE_URL: this.queue.queueUrl },
     });
-    this.queue.grantSendMessages(reconcile.function);
+    reconcile.function.addToRolePolicy(sendToQueue);
 
     const repositoryArns = repositories.map((r) => r.repositoryArn);
     const git = (actions: string[]) => new iam.PolicyStatement({ actions, resources: repositoryArns });
     mirror.function.addToRolePolicy(
       git(['codecommit:GitPull', 'codecommit:GitPush', 'codecommit:GetRepository', 'codecommit:UpdateDefaultBranch']),
     );
-    reconcile.function.addToRolePolicy(git(['codecommit:GitPull', 'codecommit:GetRepository']));
+    reconcile.function.addToRolePolicy(git(['codecommit:GitPull']));
     if (sourceSecrets.length > 0) {
       const read = new iam.PolicyStatement({ actions: ['secretsmanager:GetSecretValue'], resources: sourceSecrets });
       mirror.function.addToRolePolicy(read);

@@ -253,6 +253,25 @@ fn a_network_placement_needs_real_ids_and_at_least_one_subnet_and_group() {
 }
 
 #[test]
+fn schedules_cannot_overlap_their_runs_and_the_prefix_names_the_pillars_own_groups() {
+    let text = format!(
+        "{VALID}\n[source_control]\nreconcile_period_minutes = 4\n\n[docker_mirror]\nschedule_minutes = 10\n\n[logging]\nstream = \"s\"\nlog_group_prefix = \"/aws/\"\n"
+    );
+    let found = problems(&text);
+    assert_eq!(
+        keys(&found),
+        [
+            "logging.log_group_prefix",
+            "source_control.reconcile_period_minutes",
+            "docker_mirror.schedule_minutes",
+        ]
+    );
+    assert!(found[2].message.contains("15 to 1440"), "{}", found[2].message);
+    let root = format!("{VALID}\n[logging]\nstream = \"s\"\nlog_group_prefix = \"/\"\n");
+    assert_eq!(keys(&problems(&root)), ["logging.log_group_prefix"]);
+}
+
+#[test]
 fn the_checked_manifest_serialises_with_defaults_and_patterns_as_text() {
     let text = format!(
         "{VALID}\n[[image]]\nsource = \"localhost:5000/team/app\"\necr_repository = \"mirror/app\"\ninclude = ['^v\\d']\nsemver = \">=1.2\"\nlifecycle_max_images = 20\n\n[logging]\nstream = \"logs\"\n"

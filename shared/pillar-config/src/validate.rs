@@ -218,6 +218,14 @@ fn logging(manifest: &Manifest, p: &mut Problems) {
         &LOG_GROUP_PREFIX,
         "a CloudWatch Logs group name prefix (letters, digits, `_`, `.`, `/`, `#`, `-`)",
     );
+    // The sink may write every group under the prefix, named by the logs themselves.
+    let prefix = logging.log_group_prefix.to_ascii_lowercase();
+    if prefix == "/" || prefix.starts_with("/aws/") {
+        p.add(
+            "logging.log_group_prefix",
+            "name the pillar's own groups (e.g. `/pillar/`): not `/`, which is every group, nor under `/aws/`, AWS's own (a service named `aws/lambda/x` would write into /aws/lambda/x)",
+        );
+    }
     if !RETENTION_DAYS.contains(&logging.retention_days) {
         p.add(
             "logging.retention_days",
@@ -292,8 +300,8 @@ fn runtime(manifest: &Manifest, p: &mut Problems) {
     within(
         "source_control.reconcile_period_minutes",
         scp.reconcile_period_minutes,
-        1..=1440,
-        "the reconcile period (minutes)",
+        5..=1440,
+        "the reconcile period (minutes, at least the reconcile function's 5-minute timeout, so runs never overlap)",
     );
     within(
         "source_control.max_receive_count",
@@ -306,8 +314,8 @@ fn runtime(manifest: &Manifest, p: &mut Problems) {
     within(
         "docker_mirror.schedule_minutes",
         docker.schedule_minutes,
-        1..=1440,
-        "the mirror's period (minutes)",
+        15..=1440,
+        "the mirror's period (minutes, at least its 15-minute timeout, so runs never overlap)",
     );
     within("docker_mirror.memory_mib", docker.memory_mib, 128..=10_240, "Lambda's memory (MiB)");
     let networks = [("source_control", &scp.network), ("docker_mirror", &docker.network)];
