@@ -115,7 +115,13 @@ export class PillarFunction extends Construct {
     const schedule = new scheduler.Schedule(this, id, {
       description,
       schedule: scheduler.ScheduleExpression.rate(period),
-      target: new targets.LambdaInvoke(this.function, { role }),
+      // A run delivered after the next one is due is stale (a late heartbeat proves
+      // nothing): tried a few times within one period, not 185 times over a day.
+      target: new targets.LambdaInvoke(this.function, {
+        role,
+        retryAttempts: 3,
+        maxEventAge: Duration.minutes(Math.max(1, Math.min(period.toMinutes(), 24 * 60))),
+      }),
     });
     acknowledgeWildcard(role, `${this.function.functionArn}:*`, 'Invokes this one function, whatever its version');
     return schedule;
