@@ -35,7 +35,16 @@ class Created:
     region)`, which returns its physical id and attributes. (Each type subclasses
     CloudFormationModel itself: moto finds the types among its direct subclasses.)"""
 
+    TYPE = ""
     NAME_PROPERTY = ""
+
+    @classmethod
+    def cloudformation_type(cls):
+        return cls.TYPE
+
+    @classmethod
+    def cloudformation_name_type(cls):
+        return cls.NAME_PROPERTY
 
     def __init__(self, physical_id, attributes):
         self.physical_id = physical_id
@@ -67,22 +76,41 @@ class Created:
         pass
 
 
+def put_alarm(p, name, account_id, region_name, **metric):
+    """PutMetricAlarm (or, with `rule`, PutCompositeAlarm) of an alarm's properties `p`."""
+    # A composite alarm has none of a metric alarm's fields.
+    unset = {
+        "namespace": None,
+        "metric_name": None,
+        "comparison_operator": None,
+        "evaluation_periods": None,
+        "period": None,
+        "threshold": None,
+        "statistic": None,
+        "dimensions": [],
+    }
+    alarm = cloudwatch_backends[account_id][region_name].put_metric_alarm(
+        name=name,
+        description=p.get("AlarmDescription"),
+        alarm_actions=p.get("AlarmActions", []),
+        ok_actions=p.get("OKActions", []),
+        **{**unset, **metric},
+    )
+    return name, {"Arn": alarm.alarm_arn}
+
+
 class MetricAlarm(Created, CloudFormationModel):
     __module__ = "moto.cloudwatch.models"  # moto's model registry files a model under its service
+    TYPE = "AWS::CloudWatch::Alarm"
     NAME_PROPERTY = "AlarmName"
 
     @staticmethod
-    def cloudformation_name_type():
-        return "AlarmName"
-
-    @staticmethod
-    def cloudformation_type():
-        return "AWS::CloudWatch::Alarm"
-
-    @staticmethod
     def create(p, name, account_id, region_name):
-        alarm = cloudwatch_backends[account_id][region_name].put_metric_alarm(
-            name=name,
+        return put_alarm(
+            p,
+            name,
+            account_id,
+            region_name,
             namespace=p.get("Namespace"),
             metric_name=p.get("MetricName"),
             comparison_operator=p["ComparisonOperator"],
@@ -90,59 +118,26 @@ class MetricAlarm(Created, CloudFormationModel):
             period=int(p.get("Period", 60)),
             threshold=float(p.get("Threshold", 0)),
             statistic=p.get("Statistic"),
-            description=p.get("AlarmDescription"),
             dimensions=[{"name": d["Name"], "value": d["Value"]} for d in p.get("Dimensions", [])],
-            alarm_actions=p.get("AlarmActions", []),
-            ok_actions=p.get("OKActions", []),
             datapoints_to_alarm=p.get("DatapointsToAlarm"),
             treat_missing_data=p.get("TreatMissingData"),
         )
-        return name, {"Arn": alarm.alarm_arn}
 
 
 class CompositeAlarm(Created, CloudFormationModel):
     __module__ = "moto.cloudwatch.models"  # moto's model registry files a model under its service
+    TYPE = "AWS::CloudWatch::CompositeAlarm"
     NAME_PROPERTY = "AlarmName"
 
     @staticmethod
-    def cloudformation_name_type():
-        return "AlarmName"
-
-    @staticmethod
-    def cloudformation_type():
-        return "AWS::CloudWatch::CompositeAlarm"
-
-    @staticmethod
     def create(p, name, account_id, region_name):
-        alarm = cloudwatch_backends[account_id][region_name].put_metric_alarm(
-            name=name,
-            namespace=None,
-            metric_name=None,
-            comparison_operator=None,
-            evaluation_periods=None,
-            period=None,
-            threshold=None,
-            statistic=None,
-            description=p.get("AlarmDescription"),
-            dimensions=[],
-            alarm_actions=p.get("AlarmActions", []),
-            ok_actions=p.get("OKActions", []),
-            rule=p["AlarmRule"],
-        )
-        return name, {"Arn": alarm.alarm_arn}
+        return put_alarm(p, name, account_id, region_name, rule=p["AlarmRule"])
 
 
 class CodeCommitRepository(Created, CloudFormationModel):
     __module__ = "moto.codecommit.models"  # moto's model registry files a model under its service
+    TYPE = "AWS::CodeCommit::Repository"
     NAME_PROPERTY = "RepositoryName"
-
-    @staticmethod
-    def cloudformation_name_type():
-        return "RepositoryName"
-
-    @staticmethod
-    def cloudformation_type():
-        return "AWS::CodeCommit::Repository"
 
     @staticmethod
     def create(p, name, account_id, region_name):
@@ -165,13 +160,8 @@ class CodeCommitRepository(Created, CloudFormationModel):
 
 class FunctionUrl(Created, CloudFormationModel):
     __module__ = "moto.awslambda.models"  # moto's model registry files a model under its service
-    @staticmethod
-    def cloudformation_name_type():
-        return ""
-
-    @staticmethod
-    def cloudformation_type():
-        return "AWS::Lambda::Url"
+    TYPE = "AWS::Lambda::Url"
+    NAME_PROPERTY = ""
 
     @staticmethod
     def create(p, name, account_id, region_name):
@@ -183,15 +173,8 @@ class FunctionUrl(Created, CloudFormationModel):
 
 class Schedule(Created, CloudFormationModel):
     __module__ = "moto.scheduler.models"  # moto's model registry files a model under its service
+    TYPE = "AWS::Scheduler::Schedule"
     NAME_PROPERTY = "Name"
-
-    @staticmethod
-    def cloudformation_name_type():
-        return "Name"
-
-    @staticmethod
-    def cloudformation_type():
-        return "AWS::Scheduler::Schedule"
 
     @staticmethod
     def create(p, name, account_id, region_name):
@@ -214,15 +197,8 @@ class Schedule(Created, CloudFormationModel):
 
 class Secret(Created, CloudFormationModel):
     __module__ = "moto.secretsmanager.models"  # moto's model registry files a model under its service
+    TYPE = "AWS::SecretsManager::Secret"
     NAME_PROPERTY = "Name"
-
-    @staticmethod
-    def cloudformation_name_type():
-        return "Name"
-
-    @staticmethod
-    def cloudformation_type():
-        return "AWS::SecretsManager::Secret"
 
     @staticmethod
     def create(p, name, account_id, region_name):
@@ -250,13 +226,8 @@ class Secret(Created, CloudFormationModel):
 
 class TopicPolicy(Created, CloudFormationModel):
     __module__ = "moto.sns.models"  # moto's model registry files a model under its service
-    @staticmethod
-    def cloudformation_name_type():
-        return ""
-
-    @staticmethod
-    def cloudformation_type():
-        return "AWS::SNS::TopicPolicy"
+    TYPE = "AWS::SNS::TopicPolicy"
+    NAME_PROPERTY = ""
 
     @staticmethod
     def create(p, name, account_id, region_name):
@@ -268,13 +239,8 @@ class TopicPolicy(Created, CloudFormationModel):
 
 class QueuePolicy(Created, CloudFormationModel):
     __module__ = "moto.sqs.models"  # moto's model registry files a model under its service
-    @staticmethod
-    def cloudformation_name_type():
-        return ""
-
-    @staticmethod
-    def cloudformation_type():
-        return "AWS::SQS::QueuePolicy"
+    TYPE = "AWS::SQS::QueuePolicy"
+    NAME_PROPERTY = ""
 
     @staticmethod
     def create(p, name, account_id, region_name):
