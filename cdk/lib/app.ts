@@ -1,6 +1,7 @@
 // The pillars' stacks for one manifest: a stack per pillar the manifest configures, each
 // with its outputs, and cdk-nag's AWS Solutions checks over all of them.
 import { App, CfnOutput, Environment, Validations } from 'aws-cdk-lib';
+import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { AwsSolutionsChecks } from 'cdk-nag';
 
 import { Manifest } from './manifest';
@@ -22,10 +23,15 @@ export interface PillarStacks {
 
 export function addPillarStacks(app: App, manifest: Manifest, sources: PillarSources): PillarStacks {
   const stacks: { -readonly [K in keyof PillarStacks]: PillarStacks[K] } = {};
+  const shared = {
+    ...sources,
+    alarmEmails: manifest.alarms.email,
+    // CloudWatch Logs' retention periods are the enum's values, in days (checked in Rust).
+    functionLogRetention: manifest.functions.log_retention_days as RetentionDays,
+  };
   if (manifest.repositories.length > 0) {
     const stack = new SourceControlStack(app, 'PillarsSourceControl', {
-      ...sources,
-      alarmEmails: manifest.alarms.email,
+      ...shared,
       description: 'Source Control Pillar: Bitbucket repositories mirrored into CodeCommit',
       repositories: manifest.repositories,
       settings: manifest.source_control,
@@ -37,8 +43,7 @@ export function addPillarStacks(app: App, manifest: Manifest, sources: PillarSou
   }
   if (manifest.images.length > 0) {
     const stack = new DockerMirrorStack(app, 'PillarsDockerMirror', {
-      ...sources,
-      alarmEmails: manifest.alarms.email,
+      ...shared,
       description: 'Docker mirror: configured images copied into ECR',
       images: manifest.images,
       settings: manifest.docker_mirror,
@@ -48,8 +53,7 @@ export function addPillarStacks(app: App, manifest: Manifest, sources: PillarSou
   }
   if (manifest.logging) {
     const stack = new LoggingStack(app, 'PillarsLogging', {
-      ...sources,
-      alarmEmails: manifest.alarms.email,
+      ...shared,
       description: 'Logging Pillar: a Kinesis stream drained into CloudWatch Logs, with a heartbeat',
       logging: manifest.logging,
     });

@@ -60,6 +60,10 @@ export interface AlarmsConfig {
   readonly email: string[];
 }
 
+export interface FunctionsConfig {
+  readonly log_retention_days: number;
+}
+
 export interface Manifest {
   readonly repositories: RepositoryConfig[];
   readonly images: ImageConfig[];
@@ -67,6 +71,7 @@ export interface Manifest {
   readonly source_control: SourceControlConfig;
   readonly docker_mirror: DockerMirrorConfig;
   readonly alarms: AlarmsConfig;
+  readonly functions: FunctionsConfig;
 }
 
 /**

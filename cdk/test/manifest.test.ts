@@ -4,7 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 import { checkManifest } from '../lib/manifest';
-import { EXAMPLE, pillarBin } from './support';
+import { EXAMPLE, exampleManifest, pillarBin, stacks, template } from './support';
 
 test('a manifest error stops synthesis with exactly the message of `pillar config check`', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pillars-bad-'));
@@ -35,4 +35,14 @@ test('the example manifest reads with every pillar configured and defaults fille
 
 test('a missing pillar command says how to get one', () => {
   expect(() => checkManifest('/nonexistent/pillar', EXAMPLE)).toThrow(/scripts\/package/);
+});
+
+test('the functions\' own log groups keep their logs as long as the manifest says', () => {
+  const example = exampleManifest();
+  const all = stacks({ ...example, functions: { log_retention_days: 90 } });
+  for (const stack of [all.sourceControl, all.dockerMirror, all.logging]) {
+    const groups = Object.values(template(stack).findResources('AWS::Logs::LogGroup'));
+    expect(groups.length).toBeGreaterThan(0);
+    expect(groups.map((g) => g.Properties.RetentionInDays)).toEqual(groups.map(() => 90));
+  }
 });

@@ -27,6 +27,23 @@ pub struct Manifest {
     /// Who the pillars' alarms reach, beside whatever subscribes to their topics.
     #[serde(default)]
     pub alarms: Alarms,
+    /// What every pillar's functions share.
+    #[serde(default)]
+    pub functions: Functions,
+}
+
+/// `[functions]`: settings of every pillar's Lambda functions.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Functions {
+    /// Days the functions' own log groups keep their logs (one of CloudWatch Logs' periods).
+    pub log_retention_days: u32,
+}
+
+impl Default for Functions {
+    fn default() -> Self {
+        Self { log_retention_days: 30 }
+    }
 }
 
 /// Whether a pillar's stack creates the resources it names (CodeCommit or ECR repositories,

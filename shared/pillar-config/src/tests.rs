@@ -215,9 +215,9 @@ fn lambda_sizes_and_schedules_are_checked() {
 }
 
 #[test]
-fn concurrency_and_alarm_addresses_are_checked() {
+fn concurrency_log_retention_and_alarm_addresses_are_checked() {
     let text = format!(
-        "{VALID}\n[source_control]\nmirror_concurrency = 1\nwebhook_reserved_concurrency = 0\n\n[alarms]\nemail = [\"ops@example.com\", \"pager\"]\n"
+        "{VALID}\n[source_control]\nmirror_concurrency = 1\nwebhook_reserved_concurrency = 0\n\n[functions]\nlog_retention_days = 31\n\n[alarms]\nemail = [\"ops@example.com\", \"pager\"]\n"
     );
     let found = problems(&text);
     assert_eq!(
@@ -225,11 +225,13 @@ fn concurrency_and_alarm_addresses_are_checked() {
         [
             "source_control.mirror_concurrency",
             "source_control.webhook_reserved_concurrency",
+            "functions.log_retention_days",
             "alarms.email[1]",
         ]
     );
     assert!(found[0].message.contains("2 to 1000"), "{}", found[0].message);
-    assert_eq!(found[2].message, "`pager` is not an e-mail address");
+    assert_eq!(found[3].message, "`pager` is not an e-mail address");
+    assert_eq!(parse(VALID).expect("valid").functions.log_retention_days, 30);
     let defaults = parse(VALID).expect("valid");
     assert_eq!(defaults.source_control.webhook_reserved_concurrency, None);
     assert!(defaults.alarms.email.is_empty());

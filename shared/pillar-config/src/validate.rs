@@ -341,6 +341,13 @@ fn runtime(manifest: &Manifest, p: &mut Problems) {
             }
         }
     }
+    let days = manifest.functions.log_retention_days;
+    if !RETENTION_DAYS.contains(&days) {
+        p.add(
+            "functions.log_retention_days",
+            format!("{days} is not a retention CloudWatch Logs accepts; choose one of {RETENTION_DAYS:?}"),
+        );
+    }
     for (n, address) in manifest.alarms.email.iter().enumerate() {
         let (user, domain) = address.split_once('@').unwrap_or_default();
         if user.is_empty() || !domain.contains('.') || address.contains(char::is_whitespace) {
