@@ -94,12 +94,8 @@ fn with_aws_every_named_secret_must_exist_and_hold_a_user_and_password() {
         crate::support::unique("cfg/bare"),
         crate::support::unique("cfg/none"),
     );
-    let secrets = aws_sdk_secretsmanager::Client::new(&crate::support::aws_config());
-    for (name, value) in [(&good, "mirror:s3cret"), (&bare, "a-token-without-user")] {
-        crate::support::runtime()
-            .block_on(secrets.create_secret().name(name).secret_string(value).send())
-            .expect("CreateSecret");
-    }
+    crate::support::create_secret(&good, "mirror:s3cret");
+    crate::support::create_secret(&bare, "a-token-without-user");
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("pillars.toml");
     let repository = |n: u32, secret: &str| {

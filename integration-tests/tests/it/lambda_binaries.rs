@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 
 use crate::docker_mirror::{ecr_images, push, spec};
 use crate::logging::stored_events;
-use crate::source_control::{assert_mirrored, create_fifo_queue, receive, write_manifest};
+use crate::source_control::{
+    assert_mirrored, create_fifo_queue, create_webhook_secret, receive, write_manifest,
+};
 use crate::support::{
     SourceServer, aws_config, create_codecommit_repository, env, runtime, unique,
 };
@@ -23,8 +25,13 @@ use crate::support::{
 /// A template resource's logical id and its properties.
 type Resources = serde_json::Map<String, Value>;
 
-/// Every resource of every synthesized stack.
-fn synthesized() -> Resources {
+/// Every resource of every synthesized stack, read once.
+fn synthesized() -> &'static Resources {
+    static RESOURCES: std::sync::OnceLock<Resources> = std::sync::OnceLock::new();
+    RESOURCES.get_or_init(read_synthesized)
+}
+
+fn read_synthesized() -> Resources {
     let dir = PathBuf::from(env("PILLAR_SYNTH_DIR"));
     let mut resources = Resources::new();
     for entry in std::fs::read_dir(&dir).expect("the synthesized app").flatten() {
@@ -70,7 +77,7 @@ impl Function {
     /// this test does not know how to give, and fails it.
     fn start(binary: &str, layer: &[(&str, &str)], stand_in: StandIn<'_>) -> Self {
         let resources = synthesized();
-        let (_, properties) = function_of(&resources, binary);
+        let (_, properties) = function_of(resources, binary);
         let opt = tempfile::tempdir().expect("layer dir");
         for (file, text) in layer {
             std::fs::write(opt.path().join(file), text).expect("layer file");
@@ -170,7 +177,7 @@ impl Drop for Function {
 /// `{}` when it sets none.
 fn scheduled_input(binary: &str) -> Value {
     let resources = synthesized();
-    let (id, _) = function_of(&resources, binary);
+    let (id, _) = function_of(resources, binary);
     let schedule = resources
         .values()
         .find(|r| {
@@ -326,17 +333,7 @@ fn the_source_control_binaries_take_a_webhook_a_batch_and_a_schedule_to_a_mirror
     let sqs = aws_sdk_sqs::Client::new(&aws);
     let queue_url = create_fifo_queue(&sqs);
     let fixtures = Path::new(&env("PILLAR_FIXTURES")).join("bitbucket");
-    let secret_arn = runtime().block_on(async {
-        let secret = std::fs::read_to_string(fixtures.join("SECRET")).expect("secret");
-        let created = aws_sdk_secretsmanager::Client::new(&aws)
-            .create_secret()
-            .name(unique("pillars/webhook"))
-            .secret_string(secret.trim_end())
-            .send()
-            .await
-            .expect("CreateSecret");
-        created.arn.expect("an ARN")
-    });
+    let secret_arn = create_webhook_secret();
     let stand_in = |kind: &str| match kind {
         "AWS::SQS::Queue" => Some(queue_url.clone()),
         "AWS::SecretsManager::Secret" => Some(secret_arn.clone()),

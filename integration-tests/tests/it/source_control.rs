@@ -331,6 +331,13 @@ fn a_ref_the_target_refuses_is_named_in_the_error() {
     assert!(target.contains_key("refs/heads/main") && !target.contains_key("refs/heads/forbidden"));
 }
 
+/// A new webhook secret holding what the Bitbucket fixtures are signed with; its ARN.
+pub(crate) fn create_webhook_secret() -> String {
+    let fixtures = Path::new(&env("PILLAR_FIXTURES")).join("bitbucket");
+    let secret = std::fs::read_to_string(fixtures.join("SECRET")).expect("the fixtures' secret");
+    crate::support::create_secret(&unique("pillars/webhook"), secret.trim_end())
+}
+
 pub(crate) fn create_fifo_queue(sqs: &aws_sdk_sqs::Client) -> String {
     let created = crate::support::runtime().block_on(
         sqs.create_queue()
@@ -435,21 +442,8 @@ fn signed_webhooks_flow_through_sqs_to_an_exact_mirror() {
 
     let aws = crate::support::aws_config();
     let sqs = aws_sdk_sqs::Client::new(&aws);
-    let secrets = aws_sdk_secretsmanager::Client::new(&aws);
-    let secret_id = unique("pillars/webhook");
+    let secret_id = create_webhook_secret();
     let runtime = crate::support::runtime();
-    runtime.block_on(async {
-        let secret =
-            std::fs::read_to_string(Path::new(&env("PILLAR_FIXTURES")).join("bitbucket/SECRET"))
-                .expect("secret");
-        secrets
-            .create_secret()
-            .name(&secret_id)
-            .secret_string(secret.trim_end())
-            .send()
-            .await
-            .expect("CreateSecret");
-    });
     let queue_url = create_fifo_queue(&sqs);
 
     let webhook = WebhookServer::start(&manifest_path, &secret_id, &queue_url);

@@ -109,6 +109,13 @@ pub fn codecommit_url(repository: &str) -> String {
     format!("{}/v1/repos/{repository}", env("PILLAR_CODECOMMIT_GIT_ENDPOINT"))
 }
 
+/// Creates secret `name` holding `value` in Secrets Manager on moto; its ARN.
+pub fn create_secret(name: &str, value: &str) -> String {
+    let client = aws_sdk_secretsmanager::Client::new(&aws_config());
+    let created = runtime().block_on(client.create_secret().name(name).secret_string(value).send());
+    created.unwrap_or_else(|e| panic!("CreateSecret {name} on moto: {e:?}")).arn.expect("an ARN")
+}
+
 pub fn create_codecommit_repository(name: &str) {
     let client = aws_sdk_codecommit::Client::new(&aws_config());
     runtime()
