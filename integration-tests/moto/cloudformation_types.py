@@ -118,7 +118,7 @@ class MetricAlarm(Created, CloudFormationModel):
             period=int(p.get("Period", 60)),
             threshold=float(p.get("Threshold", 0)),
             statistic=p.get("Statistic"),
-            dimensions=[{"name": d["Name"], "value": d["Value"]} for d in p.get("Dimensions", [])],
+            dimensions=p.get("Dimensions", []),  # moto takes CloudFormation's Name/Value keys
             datapoints_to_alarm=p.get("DatapointsToAlarm"),
             treat_missing_data=p.get("TreatMissingData"),
         )

@@ -5,6 +5,12 @@
 //! sends: a function URL request (made into an event by the emulator), an SQS batch and a
 //! Kinesis batch built from what SQS and Kinesis on moto returned, in the shapes of AWS's
 //! Lambda guide ("Using Lambda with Amazon SQS", "… with Kinesis"), and the schedule's input.
+//!
+//! Each scenario runs twice. Against the synthesized app, each reference of a function's
+//! environment is given a resource the test makes. Against the deployed app (the `deployed_*`
+//! tests, run by `scripts/deploy-check` once the CDK CLI has deployed the stacks into the
+//! stand-in account), each function gets the environment CloudFormation gave it, its layer as
+//! the stack uploaded it, and its events from the queue, stream and schedule its stack made.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,14 +31,30 @@ use crate::support::{
 /// A template resource's logical id and its properties.
 type Resources = serde_json::Map<String, Value>;
 
-/// Every resource of every synthesized stack, read once.
-fn synthesized() -> &'static Resources {
-    static RESOURCES: std::sync::OnceLock<Resources> = std::sync::OnceLock::new();
-    RESOURCES.get_or_init(read_synthesized)
+/// Which app the functions are taken from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum App {
+    /// The templates `cdk synth` wrote (`PILLAR_SYNTH_DIR`).
+    Synthesized,
+    /// The stacks deployed into the stand-in account, from the cloud assembly the CDK CLI
+    /// deployed (`PILLAR_DEPLOYED_DIR`, set by `scripts/deploy-check`).
+    Deployed,
 }
 
-fn read_synthesized() -> Resources {
-    let dir = PathBuf::from(env("PILLAR_SYNTH_DIR"));
+impl App {
+    /// Every resource of every stack of the app's templates, read once.
+    fn templates(self) -> &'static Resources {
+        static SYNTHESIZED: std::sync::OnceLock<Resources> = std::sync::OnceLock::new();
+        static DEPLOYED: std::sync::OnceLock<Resources> = std::sync::OnceLock::new();
+        match self {
+            Self::Synthesized => SYNTHESIZED.get_or_init(|| read_templates("PILLAR_SYNTH_DIR")),
+            Self::Deployed => DEPLOYED.get_or_init(|| read_templates("PILLAR_DEPLOYED_DIR")),
+        }
+    }
+}
+
+fn read_templates(variable: &str) -> Resources {
+    let dir = PathBuf::from(env(variable));
     let mut resources = Resources::new();
     for entry in std::fs::read_dir(&dir).expect("the synthesized app").flatten() {
         let path = entry.path();
@@ -59,6 +81,61 @@ fn function_of(resources: &Resources, binary: &str) -> (String, Value) {
     (id.clone(), resource["Properties"].clone())
 }
 
+/// The deployed function running `binary`: its configuration as Lambda on the stand-in
+/// account holds it (`GetFunction`), found through the stack resource of its logical id.
+fn deployed_function(binary: &str) -> Value {
+    let (id, _) = function_of(App::Deployed.templates(), binary);
+    let script = r#"
+import json, sys, boto3
+cfn, lam = boto3.client("cloudformation"), boto3.client("lambda")
+for stack in cfn.describe_stacks()["Stacks"]:
+    for resource in cfn.describe_stack_resources(StackName=stack["StackName"])["StackResources"]:
+        if resource.get("LogicalResourceId") == sys.argv[1]:
+            function = lam.get_function(FunctionName=resource["PhysicalResourceId"])
+            print(json.dumps(function["Configuration"], default=str))
+            sys.exit()
+sys.exit(f"no deployed stack holds {sys.argv[1]}: scripts/deploy-check deploys them")
+"#;
+    serde_json::from_str(&crate::support::python(script, &[&id])).expect("a configuration")
+}
+
+/// The manifest in the deployed layer of the function running `binary`: the zip the CDK CLI
+/// uploaded to the bootstrap bucket, which the layer's template names.
+fn deployed_manifest(binary: &str) -> String {
+    let resources = App::Deployed.templates();
+    let (_, properties) = function_of(resources, binary);
+    let layer = properties["Layers"][0]["Ref"].as_str().expect("a layer of the app");
+    let content = &resources[layer]["Properties"]["Content"];
+    let script = r#"
+import io, sys, zipfile, boto3
+zipped = boto3.client("s3").get_object(Bucket=sys.argv[1], Key=sys.argv[2])["Body"].read()
+sys.stdout.write(zipfile.ZipFile(io.BytesIO(zipped)).read("pillars.toml").decode())
+"#;
+    let bucket = content["S3Bucket"].as_str().expect("the assets bucket");
+    crate::support::python(script, &[bucket, content["S3Key"].as_str().expect("a key")])
+}
+
+/// The ARN of what feeds the deployed function (its one event source mapping).
+fn deployed_event_source(function: &Value) -> String {
+    let script = "import sys, boto3\n\
+        mappings = boto3.client('lambda').list_event_source_mappings(FunctionName=sys.argv[1])\n\
+        print(mappings['EventSourceMappings'][0]['EventSourceArn'])";
+    let name = function["FunctionName"].as_str().expect("a name");
+    crate::support::python(script, &[name]).trim().to_owned()
+}
+
+/// `manifest` with the first entry of its `kind` array of tables (`repository`, `image`)
+/// changed by `edit`, and the other entries dropped: they name sources this machine cannot
+/// reach. The entry's name in AWS (`codecommit`, `ecr_repository`) is kept.
+fn with_first(manifest: &str, kind: &str, edit: impl FnOnce(&mut toml::Table)) -> String {
+    let mut manifest: toml::Table = manifest.parse().expect("the deployed manifest");
+    let entries = manifest.get_mut(kind).and_then(toml::Value::as_array_mut);
+    let entries = entries.unwrap_or_else(|| panic!("the deployed manifest has no [[{kind}]]"));
+    entries.truncate(1);
+    edit(entries[0].as_table_mut().expect("a table"));
+    toml::to_string(&manifest).expect("a manifest")
+}
+
 /// What a stand-in gives for a `{"Ref": id}` to a resource of a type.
 type StandIn<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -71,13 +148,17 @@ struct Function {
 }
 
 impl Function {
-    /// Starts `binary` with its function's environment: literal values as they are, except
-    /// paths under `/opt` (the layers) moved into a directory holding `layer`'s files, and
-    /// references resolved by `stand_in` (by resource type). Anything else is a variable
-    /// this test does not know how to give, and fails it.
-    fn start(binary: &str, layer: &[(&str, &str)], stand_in: StandIn<'_>) -> Self {
-        let resources = synthesized();
-        let (_, properties) = function_of(resources, binary);
+    /// Starts `binary` with its function's environment in `app`: literal values as they
+    /// are, except paths under `/opt` (the layers) moved into a directory holding `layer`'s
+    /// files, and references of the synthesized app resolved by `stand_in` (by resource
+    /// type). Anything else is a variable this test does not know how to give, and fails it.
+    fn start(app: App, binary: &str, layer: &[(&str, &str)], stand_in: StandIn<'_>) -> Self {
+        let resources = app.templates();
+        let (_, template) = function_of(resources, binary);
+        let properties = match app {
+            App::Synthesized => template.clone(),
+            App::Deployed => deployed_function(binary),
+        };
         let opt = tempfile::tempdir().expect("layer dir");
         for (file, text) in layer {
             std::fs::write(opt.path().join(file), text).expect("layer file");
@@ -121,7 +202,11 @@ impl Function {
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory)
             .env(
                 "AWS_LAMBDA_LOG_FORMAT",
-                properties["LoggingConfig"]["LogFormat"].as_str().unwrap_or("Text"),
+                // moto's Lambda keeps no LoggingConfig: the template's, then.
+                [&properties, &template]
+                    .iter()
+                    .find_map(|p| p["LoggingConfig"]["LogFormat"].as_str())
+                    .unwrap_or("Text"),
             )
             .stdout(std::fs::File::create(&log).expect("log"))
             .stderr(std::fs::File::create(opt.path().join("function.err")).expect("log"))
@@ -174,9 +259,23 @@ impl Drop for Function {
 }
 
 /// What the schedule of the function running `binary` sends it: the schedule's input, or
-/// `{}` when it sets none.
-fn scheduled_input(binary: &str) -> Value {
-    let resources = synthesized();
+/// `{}` when it sets none. Deployed, the schedule is found by the function it targets.
+fn scheduled_input(app: App, binary: &str) -> Value {
+    if app == App::Deployed {
+        let script = r#"
+import sys, boto3
+scheduler = boto3.client("scheduler")
+for listed in scheduler.list_schedules()["Schedules"]:
+    schedule = scheduler.get_schedule(Name=listed["Name"], GroupName=listed.get("GroupName", "default"))
+    if schedule["Target"]["Arn"] == sys.argv[1]:
+        print(schedule["Target"].get("Input", "{}"))
+        sys.exit()
+sys.exit(f"no deployed schedule runs {sys.argv[1]}")
+"#;
+        let arn = deployed_function(binary)["FunctionArn"].as_str().expect("an ARN").to_owned();
+        return serde_json::from_str(&crate::support::python(script, &[&arn])).expect("JSON");
+    }
+    let resources = app.templates();
     let (id, _) = function_of(resources, binary);
     let schedule = resources
         .values()
@@ -314,26 +413,63 @@ fn kinesis_event(stream: &str) -> Value {
     json!({ "Records": records })
 }
 
+/// The repository the Bitbucket fixtures' webhook names.
+const FIXTURE_REPOSITORY: &str = "NET/networking-terraform";
+
 #[test]
 fn the_source_control_binaries_take_a_webhook_a_batch_and_a_schedule_to_a_mirror() {
+    source_control(App::Synthesized);
+}
+
+#[test]
+#[ignore = "run by scripts/deploy-check, against the stacks it deployed"]
+fn deployed_source_control_functions_mirror_into_the_repository_and_queue_their_stack_made() {
+    source_control(App::Deployed);
+}
+
+fn source_control(app: App) {
     let server = SourceServer::start(None);
     let source = server.repository("networking-terraform");
     source.commit("network");
     source.git(&["tag", "-a", "v2", "-m", "release"]);
-    let target = unique("lambda-mirror");
-    // The deployed mirror creates no repository (CREATE_REPOSITORIES=false): the app does.
-    create_codecommit_repository(&target);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let manifest = write_manifest(
-        dir.path(),
-        &[(&target, &server.url("networking-terraform"), "NET/networking-terraform")],
-    );
-    let manifest = std::fs::read_to_string(manifest).expect("manifest");
-    let aws = aws_config();
-    let sqs = aws_sdk_sqs::Client::new(&aws);
-    let queue_url = create_fifo_queue(&sqs);
+    let source_url = server.url("networking-terraform");
+    let sqs = aws_sdk_sqs::Client::new(&aws_config());
     let fixtures = Path::new(&env("PILLAR_FIXTURES")).join("bitbucket");
-    let secret_arn = create_webhook_secret();
+    let (target, queue_url, secret_arn, manifest) = match app {
+        App::Synthesized => {
+            let target = unique("lambda-mirror");
+            // The deployed mirror creates no repository (CREATE_REPOSITORIES=false): the app does.
+            create_codecommit_repository(&target);
+            let dir = tempfile::tempdir().expect("temp dir");
+            let manifest =
+                write_manifest(dir.path(), &[(&target, &source_url, FIXTURE_REPOSITORY)]);
+            let manifest = std::fs::read_to_string(manifest).expect("manifest");
+            (target, create_fifo_queue(&sqs), create_webhook_secret(), manifest)
+        }
+        App::Deployed => {
+            let webhook = deployed_function("scp-webhook");
+            let variables = &webhook["Environment"]["Variables"];
+            let text = |name: &str| variables[name].as_str().expect(name).to_owned();
+            let (queue_url, secret_arn) = (text("MIRROR_QUEUE_URL"), text("WEBHOOK_SECRET_ID"));
+            let queue = queue_url.rsplit('/').next().expect("a queue name");
+            let mirror_source = deployed_event_source(&deployed_function("scp-mirror"));
+            assert!(
+                mirror_source.ends_with(&format!(":{queue}")),
+                "the mirror polls {mirror_source}"
+            );
+            // As the operator does after the deploy: the secret gets the value set in Bitbucket.
+            let secret = std::fs::read_to_string(fixtures.join("SECRET")).expect("the secret");
+            put_secret_value(&secret_arn, secret.trim_end());
+            let mut target = String::new();
+            let manifest = with_first(&deployed_manifest("scp-mirror"), "repository", |entry| {
+                target = entry["codecommit"].as_str().expect("a CodeCommit name").to_owned();
+                entry.insert("source".into(), source_url.clone().into());
+                entry.insert("bitbucket".into(), FIXTURE_REPOSITORY.into());
+                entry.remove("credentials_secret");
+            });
+            (target, queue_url, secret_arn, manifest)
+        }
+    };
     let stand_in = |kind: &str| match kind {
         "AWS::SQS::Queue" => Some(queue_url.clone()),
         "AWS::SecretsManager::Secret" => Some(secret_arn.clone()),
@@ -341,7 +477,7 @@ fn the_source_control_binaries_take_a_webhook_a_batch_and_a_schedule_to_a_mirror
     };
     let layer = [("pillars.toml", manifest.as_str())];
 
-    let webhook = Function::start("scp-webhook", &layer, &stand_in);
+    let webhook = Function::start(app, "scp-webhook", &layer, &stand_in);
     let headers: Vec<(String, String)> =
         std::fs::read_to_string(fixtures.join("dc-repo-refs-changed.headers"))
             .expect("headers")
@@ -352,17 +488,17 @@ fn the_source_control_binaries_take_a_webhook_a_batch_and_a_schedule_to_a_mirror
     let body = std::fs::read(fixtures.join("dc-repo-refs-changed.json")).expect("body");
     assert_eq!(webhook.call_url(&headers, body), 202, "{}", webhook.logs());
 
-    let mirror = Function::start("scp-mirror", &layer, &stand_in);
+    let mirror = Function::start(app, "scp-mirror", &layer, &stand_in);
     let event = sqs_event(&queue_url);
     assert_eq!(event["Records"].as_array().map(Vec::len), Some(1), "the webhook queued one");
     let answer = mirror.invoke(&event);
     assert_eq!(answer, json!({ "batchItemFailures": [] }), "{}", mirror.logs());
     delete_done(&queue_url, &event, &answer);
-    assert_mirrored(&source, &server.url("networking-terraform"), &target);
+    assert_mirrored(&source, &source_url, &target);
 
     source.commit("drift");
-    let reconcile = Function::start("scp-reconcile", &layer, &stand_in);
-    let answer = reconcile.invoke(&scheduled_input("scp-reconcile"));
+    let reconcile = Function::start(app, "scp-reconcile", &layer, &stand_in);
+    let answer = reconcile.invoke(&scheduled_input(app, "scp-reconcile"));
     // Nothing, when every repository was queued; an error names those that were not.
     assert_eq!(answer, Value::Null, "{}", reconcile.logs());
     let queued = receive(&sqs, &queue_url);
@@ -376,6 +512,12 @@ fn the_source_control_binaries_take_a_webhook_a_batch_and_a_schedule_to_a_mirror
     assert_eq!(names, [json!(target)], "the schedule queued the drifted repository");
 }
 
+fn put_secret_value(arn: &str, value: &str) {
+    let client = aws_sdk_secretsmanager::Client::new(&aws_config());
+    let put = client.put_secret_value().secret_id(arn).secret_string(value).send();
+    runtime().block_on(put).unwrap_or_else(|e| panic!("PutSecretValue {arn}: {e:?}"));
+}
+
 #[test]
 fn the_logging_binaries_beat_on_their_schedule_and_drain_a_kinesis_batch() {
     let stream = unique("lambda-logs");
@@ -385,35 +527,73 @@ fn the_logging_binaries_beat_on_their_schedule_and_drain_a_kinesis_batch() {
     );
     let prefix = format!("/{}/", unique("lambda-logs"));
     let manifest = format!("[logging]\nstream = \"{stream}\"\nlog_group_prefix = \"{prefix}\"\n");
-    let layer = [("pillars.toml", manifest.as_str())];
+    logging(App::Synthesized, &stream, &prefix, &manifest);
+}
+
+#[test]
+#[ignore = "run by scripts/deploy-check, against the stacks it deployed"]
+fn deployed_logging_functions_beat_into_the_stream_their_stack_made_and_drain_it() {
+    let manifest = deployed_manifest("log-sink");
+    let settings: toml::Table = manifest.parse().expect("the deployed manifest");
+    let prefix = settings["logging"]["log_group_prefix"].as_str().expect("a prefix").to_owned();
+    let stream_arn = deployed_event_source(&deployed_function("log-sink"));
+    let stream = stream_arn.rsplit('/').next().expect("a stream name").to_owned();
+    assert_eq!(settings["logging"]["stream"].as_str(), Some(stream.as_str()), "the sink's stream");
+    logging(App::Deployed, &stream, &prefix, &manifest);
+}
+
+fn logging(app: App, stream: &str, prefix: &str, manifest: &str) {
+    let layer = [("pillars.toml", manifest)];
     let no_stand_in = |_: &str| None;
 
-    let heartbeat = Function::start("log-heartbeat", &layer, &no_stand_in);
-    let answer = heartbeat.invoke(&scheduled_input("log-heartbeat"));
-    assert!(answer["sent"].is_string(), "{answer}: {}", heartbeat.logs());
+    let heartbeat = Function::start(app, "log-heartbeat", &layer, &no_stand_in);
+    let answer = heartbeat.invoke(&scheduled_input(app, "log-heartbeat"));
+    let sent = answer["sent"].as_str().unwrap_or_else(|| panic!("{answer}: {}", heartbeat.logs()));
 
-    let sink = Function::start("log-sink", &layer, &no_stand_in);
-    let event = kinesis_event(&stream);
-    assert_eq!(event["Records"].as_array().map(Vec::len), Some(1), "the heartbeat's record");
+    let sink = Function::start(app, "log-sink", &layer, &no_stand_in);
+    let event = kinesis_event(stream);
+    assert!(!event["Records"].as_array().is_none_or(Vec::is_empty), "the heartbeat's record");
     let answer = sink.invoke(&event);
     assert_eq!(answer, json!({ "batchItemFailures": [] }), "{}", sink.logs());
-    let stored = stored_events(&prefix);
+    let stored = stored_events(prefix);
     let beats = &stored[&format!("{prefix}pillar-heartbeat")];
-    assert_eq!(beats.len(), 1, "{stored:?}");
+    assert!(beats.iter().any(|(_, message)| message.contains(sent)), "{sent} in {stored:?}");
 }
 
 #[test]
 fn the_docker_mirror_binary_copies_its_images_on_its_schedule() {
     let repository = unique("lambda/image");
-    push(&spec(&["linux/amd64"], &[4096], false), &repository, "1");
     let manifest = format!(
         "[[image]]\nsource = \"{}/{repository}\"\necr_repository = \"{repository}\"\ntags = [\"1\"]\n",
         env("PILLAR_SOURCE_REGISTRY")
     );
-    let layer = [("pillars.toml", manifest.as_str())];
-    let mirror = Function::start("docker-mirror", &layer, &|_| None);
-    let answer = mirror.invoke(&scheduled_input("docker-mirror"));
+    docker_mirror(App::Synthesized, &repository, &repository, &manifest);
+}
+
+#[test]
+#[ignore = "run by scripts/deploy-check, against the stacks it deployed"]
+fn deployed_docker_mirror_function_copies_into_the_repository_its_stack_made() {
+    let repository = unique("lambda/image");
+    let mut target = String::new();
+    let manifest = with_first(&deployed_manifest("docker-mirror"), "image", |entry| {
+        target = entry["ecr_repository"].as_str().expect("an ECR name").to_owned();
+        let source = format!("{}/{repository}", env("PILLAR_SOURCE_REGISTRY"));
+        entry.insert("source".into(), source.into());
+        entry.insert("tags".into(), toml::Value::Array(vec!["1".into()]));
+        for selection in ["include", "exclude", "semver", "keep_newest", "credentials_secret"] {
+            entry.remove(selection);
+        }
+    });
+    docker_mirror(App::Deployed, &repository, &target, &manifest);
+}
+
+/// Pushes tag `1` of `repository` to the source registry; the function copies it to `target`.
+fn docker_mirror(app: App, repository: &str, target: &str, manifest: &str) {
+    push(&spec(&["linux/amd64"], &[4096], false), repository, "1");
+    let layer = [("pillars.toml", manifest)];
+    let mirror = Function::start(app, "docker-mirror", &layer, &|_| None);
+    let answer = mirror.invoke(&scheduled_input(app, "docker-mirror"));
     assert_eq!(answer["copied"], 1, "{answer}: {}", mirror.logs());
     assert_eq!(answer["failed"], 0);
-    assert_eq!(ecr_images(&repository), 1);
+    assert_eq!(ecr_images(target), 1);
 }
