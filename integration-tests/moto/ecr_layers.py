@@ -8,14 +8,20 @@ This adds what the Docker mirror relies on, with ECR's rules:
 - CompleteLayerUpload hashes what was received: a wrong digest is InvalidLayerException,
   an existing layer is LayerAlreadyExistsException;
 - PutImage of an image manifest whose config or layers were never uploaded is
-  LayersNotFoundException; changing an immutable tag is ImageTagAlreadyExistsException.
-Layer bytes are hashed as they arrive and not kept: tests check availability, not content.
+  LayersNotFoundException; changing an immutable tag is ImageTagAlreadyExistsException;
+- GetDownloadUrlForLayer answers, as ECR does, a URL that needs no signature (ECR's is a
+  presigned S3 URL), served here from the bytes kept on disk (PILLAR_ECR_LAYERS_DIR);
+  a layer the repository lacks is LayersNotFoundException.
 """
 
 import base64
 import hashlib
 import json
+import os
+import tempfile
 import uuid
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
 from moto.ecr.models import ecr_backends
 from moto.ecr.responses import ECRResponse
@@ -24,7 +30,13 @@ from errors import error
 
 PART_SIZE = 5 * 1024 * 1024
 LAYERS = {}  # (account, region, repository) -> set of digests
-UPLOADS = {}  # upload id -> {"key", "sha256", "size"}
+UPLOADS = {}  # upload id -> {"key", "sha256", "size", "file"}
+LAYERS_DIR = os.environ.get("PILLAR_ECR_LAYERS_DIR") or tempfile.mkdtemp(prefix="ecr-layers-")
+DOWNLOAD_PATH = "/pillars-ecr-layer/"
+
+
+def layer_path(digest):
+    return os.path.join(LAYERS_DIR, digest.removeprefix("sha256:"))
 
 
 def repository(response):
@@ -57,7 +69,9 @@ def batch_check_layer_availability(self):
 def initiate_layer_upload(self):
     repo, key = repository(self)
     upload_id = str(uuid.uuid4())
-    UPLOADS[upload_id] = {"key": key, "sha256": hashlib.sha256(), "size": 0}
+    os.makedirs(LAYERS_DIR, exist_ok=True)
+    part_file = open(os.path.join(LAYERS_DIR, f"upload-{upload_id}"), "wb")
+    UPLOADS[upload_id] = {"key": key, "sha256": hashlib.sha256(), "size": 0, "file": part_file}
     return json.dumps({"uploadId": upload_id, "partSize": PART_SIZE})
 
 
@@ -80,6 +94,7 @@ def upload_layer_part(self):
             f"part {first}-{last} ({len(blob)} bytes) does not follow byte {state['size']}",
         )
     state["sha256"].update(blob)
+    state["file"].write(blob)
     state["size"] += len(blob)
     return json.dumps({"registryId": key[0], "repositoryName": key[2], "uploadId": upload_id,
                        "lastByteReceived": state["size"] - 1})
@@ -90,8 +105,11 @@ def complete_layer_upload(self):
     (digest,) = self._get_param("layerDigests")
     actual = "sha256:" + state["sha256"].hexdigest()
     del UPLOADS[upload_id]
+    state["file"].close()
     if digest != actual:
+        os.remove(state["file"].name)
         raise error("InvalidLayerException", f"digest {digest} does not match the upload ({actual})")
+    os.replace(state["file"].name, layer_path(digest))
     present = LAYERS.setdefault(key, set())
     if digest in present:
         raise error("LayerAlreadyExistsException", f"layer {digest} already exists")
@@ -123,7 +141,39 @@ def put_image(self):
     return original_put_image(self)
 
 
+def get_download_url_for_layer(self):
+    repo, key = repository(self)
+    digest = self._get_param("layerDigest")
+    if digest not in LAYERS.get(key, set()):
+        raise error("LayersNotFoundException", f"layer {digest} not found in {key[2]}")
+    host = self.headers.get("Host")
+    return json.dumps({"downloadUrl": f"http://{host}{DOWNLOAD_PATH}{digest}", "layerDigest": digest})
+
+
+original_dispatch = DomainDispatcherApplication.__call__
+
+
+def dispatch(self, environ, start_response):
+    """Serves the download URLs; everything else goes to moto."""
+    path = environ.get("PATH_INFO", "")
+    if not path.startswith(DOWNLOAD_PATH):
+        return original_dispatch(self, environ, start_response)
+    digest = path[len(DOWNLOAD_PATH):]
+    try:
+        if not digest.removeprefix("sha256:").isalnum():
+            raise FileNotFoundError(digest)
+        stored = open(layer_path(digest), "rb")
+    except FileNotFoundError:
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"no such layer"]
+    size = os.fstat(stored.fileno()).st_size
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
+    return iter(lambda: stored.read(1 << 20), b"")
+
+
 def install():
+    ECRResponse.get_download_url_for_layer = get_download_url_for_layer
+    DomainDispatcherApplication.__call__ = dispatch
     ECRResponse.batch_check_layer_availability = batch_check_layer_availability
     ECRResponse.initiate_layer_upload = initiate_layer_upload
     ECRResponse.upload_layer_part = upload_layer_part

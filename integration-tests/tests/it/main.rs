@@ -1,6 +1,7 @@
 //! End-to-end tests against the local stand-ins started by `scripts/test`
 //! (`scripts/emulators start`): real sockets, real servers, reference clients.
 
+mod canaries;
 mod config_cli;
 mod docker_faults;
 mod docker_mirror;

@@ -29,6 +29,8 @@ pub struct RepositorySettings {
 #[derive(Debug)]
 pub struct Ecr {
     client: Client,
+    /// Fetches the layer URLs ECR hands out (presigned: no credentials go along).
+    downloads: reqwest::Client,
     known: Mutex<HashSet<String>>,
     /// Layer parts held in memory at once, across all uploads: each costs the part and
     /// twice its base64 form in the JSON request the SDK builds.
@@ -58,7 +60,12 @@ where
 
 impl Ecr {
     pub fn new(client: Client) -> Self {
-        Self { client, known: Mutex::new(HashSet::new()), parts: Semaphore::new(PARTS_IN_FLIGHT) }
+        Self {
+            client,
+            downloads: reqwest::Client::new(),
+            known: Mutex::new(HashSet::new()),
+            parts: Semaphore::new(PARTS_IN_FLIGHT),
+        }
     }
 
     /// Creates `repository` when it does not exist yet.
@@ -111,6 +118,17 @@ impl Ecr {
         repository: &str,
         tag_or_digest: &str,
     ) -> Result<Option<String>, MirrorError> {
+        let manifest = self.manifest(repository, tag_or_digest).await?;
+        Ok(manifest.map(|bytes| sha256_digest(&bytes)))
+    }
+
+    /// The manifest bytes `tag_or_digest` names, as a pull receives them (`BatchGetImage`),
+    /// or `None` when the repository or the image is missing.
+    pub async fn manifest(
+        &self,
+        repository: &str,
+        tag_or_digest: &str,
+    ) -> Result<Option<Bytes>, MirrorError> {
         let id = if tag_or_digest.starts_with("sha256:") {
             ImageIdentifier::builder().image_digest(tag_or_digest).build()
         } else {
@@ -133,7 +151,59 @@ impl Ecr {
             .images()
             .iter()
             .find_map(|image| image.image_manifest())
-            .map(|manifest| sha256_digest(manifest.as_bytes())))
+            .map(|manifest| Bytes::copy_from_slice(manifest.as_bytes())))
+    }
+
+    /// The repository's tags (`ListImages`, tagged images only).
+    pub async fn tags(&self, repository: &str) -> Result<Vec<String>, MirrorError> {
+        let filter = aws_sdk_ecr::types::ListImagesFilter::builder()
+            .tag_status(aws_sdk_ecr::types::TagStatus::Tagged)
+            .build();
+        let mut pages = self
+            .client
+            .list_images()
+            .repository_name(repository)
+            .filter(filter)
+            .into_paginator()
+            .send();
+        let mut tags = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| failure("ListImages", repository, &e))?;
+            tags.extend(page.image_ids().iter().filter_map(|id| id.image_tag().map(str::to_owned)));
+        }
+        Ok(tags)
+    }
+
+    /// A blob as `docker pull` gets it from ECR: from the URL `GetDownloadUrlForLayer`
+    /// gives (a presigned S3 URL). The caller checks the digest.
+    pub async fn blob(
+        &self,
+        repository: &str,
+        blob: &Descriptor,
+    ) -> Result<impl Stream<Item = std::io::Result<Bytes>> + Send + 'static, MirrorError> {
+        let located = self
+            .client
+            .get_download_url_for_layer()
+            .repository_name(repository)
+            .layer_digest(&blob.digest)
+            .send()
+            .await
+            .map_err(|e| failure("GetDownloadUrlForLayer", repository, &e))?;
+        let url = located.download_url().unwrap_or_default();
+        let what = format!("{repository} blob {}", blob.digest);
+        let response =
+            self.downloads.get(url).send().await.map_err(|e| MirrorError::Unreachable {
+                what: what.clone(),
+                registry: "ECR".into(),
+                error: e.to_string(),
+            })?;
+        if !response.status().is_success() {
+            return Err(MirrorError::Registry {
+                what,
+                message: format!("its download URL answered HTTP {}", response.status()),
+            });
+        }
+        Ok(response.bytes_stream().map(|chunk| chunk.map_err(std::io::Error::other)))
     }
 
     /// The blobs of `blobs` ECR does not have yet.

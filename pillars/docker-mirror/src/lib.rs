@@ -1,6 +1,7 @@
 //! Docker mirror: copies configured images, multi-arch and digest-exact, from any OCI
 //! registry into Amazon ECR (or any registry), streaming blobs and skipping what is there.
 
+pub mod canary;
 pub mod copy;
 pub mod ecr;
 pub mod error;

@@ -207,7 +207,7 @@ impl Mirror {
         Arc::new(Registry::new(host, auth, self.insecure))
     }
 
-    async fn source_auth(&self, image: &Image) -> Result<RegistryAuth, MirrorError> {
+    pub(crate) async fn source_auth(&self, image: &Image) -> Result<RegistryAuth, MirrorError> {
         let Some(secret) = &image.credentials_secret else { return Ok(RegistryAuth::Anonymous) };
         let failure =
             |message: String| MirrorError::Credentials { secret: secret.clone(), message };

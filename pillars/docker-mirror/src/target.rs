@@ -61,6 +61,42 @@ impl Destination {
         }
     }
 
+    /// The manifest bytes `tag_or_digest` names here, as a pull gets them, if any.
+    pub async fn manifest(&self, tag_or_digest: &str) -> Result<Option<Bytes>, MirrorError> {
+        match &self.target {
+            Target::Ecr(ecr) => ecr.manifest(&self.repository, tag_or_digest).await,
+            Target::Registry(registry) => {
+                match registry.manifest(&self.reference(registry, tag_or_digest)).await {
+                    Ok(bytes) => Ok(Some(bytes)),
+                    Err(MirrorError::NotFound { .. }) => Ok(None),
+                    Err(error) => Err(error),
+                }
+            }
+        }
+    }
+
+    /// Every tag of the repository here.
+    pub async fn tags(&self) -> Result<Vec<String>, MirrorError> {
+        match &self.target {
+            Target::Ecr(ecr) => ecr.tags(&self.repository).await,
+            Target::Registry(registry) => registry.tags(&self.reference(registry, "latest")).await,
+        }
+    }
+
+    /// A blob as a pull reads it; the caller checks its digest.
+    pub async fn blob(
+        &self,
+        blob: &Descriptor,
+    ) -> Result<std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>, MirrorError>
+    {
+        Ok(match &self.target {
+            Target::Ecr(ecr) => Box::pin(ecr.blob(&self.repository, blob).await?),
+            Target::Registry(registry) => {
+                Box::pin(registry.blob(&self.reference(registry, &blob.digest), blob).await?)
+            }
+        })
+    }
+
     /// The blobs of `blobs` this repository lacks.
     pub async fn missing(&self, blobs: &[Descriptor]) -> Result<Vec<Descriptor>, MirrorError> {
         match &self.target {

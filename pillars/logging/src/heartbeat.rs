@@ -138,6 +138,21 @@ impl Heartbeat {
         Ok(())
     }
 
+    /// The Logging Pillar's canary, for a shell: sends beat `id` and waits for it in
+    /// CloudWatch Logs at most `patience`. When it does not arrive, the hop that lost it.
+    pub async fn probe(
+        &mut self,
+        id: &str,
+        patience: Duration,
+    ) -> Result<Result<Seen, String>, LogError> {
+        let since = now_ms() - 1000;
+        self.send(id).await?;
+        Ok(match self.wait_for(id, since, patience).await? {
+            Some(seen) => Ok(seen),
+            None => Err(self.broken_hop(Some(id), since).await),
+        })
+    }
+
     /// Waits until heartbeat `id` shows in CloudWatch Logs, at most `patience`.
     pub async fn wait_for(
         &self,

@@ -97,7 +97,7 @@ pub struct HeartbeatArgs {
 }
 
 /// What a command needs of the deployment: stream, log group prefix, group settings.
-struct Resolved {
+pub(crate) struct Resolved {
     stream: String,
     prefix: String,
     groups: GroupSettings,
@@ -105,6 +105,27 @@ struct Resolved {
 }
 
 impl Resolved {
+    /// A heartbeat sent from this shell (its own sender name) into the stream.
+    pub(crate) fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub(crate) fn heartbeat(&self, aws: &aws_config::SdkConfig) -> Heartbeat {
+        Heartbeat {
+            producer: Producer::new(aws_sdk_kinesis::Client::new(aws), &self.stream, false),
+            reader: LogReader::new(aws_sdk_cloudwatchlogs::Client::new(aws)),
+            stream: aws_sdk_kinesis::Client::new(aws),
+            prefix: self.prefix.clone(),
+            period: Duration::from_secs(60),
+            sender: format!("pillar-cli-{}", std::process::id()),
+            last_sent: None,
+        }
+    }
+
     /// The sink the log-sink Lambda runs, reading this stream.
     fn drain(&self, aws: &aws_config::SdkConfig, checkpoint: Option<PathBuf>) -> Drain {
         let writer = LogWriter::new(aws_sdk_cloudwatchlogs::Client::new(aws), self.groups.clone());
@@ -118,7 +139,12 @@ impl Resolved {
 }
 
 impl StreamArgs {
-    fn resolve(&self) -> anyhow::Result<Resolved> {
+    /// The stream and prefix a manifest's `[logging]` names.
+    pub(crate) fn of_manifest(config: PathBuf) -> Self {
+        Self { stream: None, config: Some(config) }
+    }
+
+    pub(crate) fn resolve(&self) -> anyhow::Result<Resolved> {
         let logging = match &self.config {
             Some(path) => Some(
                 Manifest::load(path)?
@@ -150,7 +176,7 @@ impl StreamArgs {
 }
 
 /// `30s`, `10m`, `2h`, `1d`.
-fn parse_age(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_age(text: &str) -> Result<Duration, String> {
     let (number, unit) =
         text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
     let number: u64 =
@@ -229,27 +255,16 @@ pub fn heartbeat(args: HeartbeatArgs) -> anyhow::Result<ExitCode> {
     crate::runtime()?.block_on(async {
         let aws = aws_config::load_from_env().await;
         let resolved = args.stream.resolve()?;
-        let mut heartbeat = Heartbeat {
-            producer: Producer::new(aws_sdk_kinesis::Client::new(&aws), &resolved.stream, false),
-            reader: LogReader::new(aws_sdk_cloudwatchlogs::Client::new(&aws)),
-            stream: aws_sdk_kinesis::Client::new(&aws),
-            prefix: resolved.prefix,
-            period: args.wait,
-            sender: format!("pillar-cli-{}", std::process::id()),
-            last_sent: None,
-        };
         let id = format!("cli-{}-{}", now_ms(), std::process::id());
-        let sent = now_ms();
-        heartbeat.send(&id).await?;
-        match heartbeat.wait_for(&id, sent - 1000, args.wait).await? {
-            Some(seen) => {
+        match resolved.heartbeat(&aws).probe(&id, args.wait).await? {
+            Ok(seen) => {
                 println!("heartbeat {id} reached CloudWatch Logs in {} ms", seen.latency_ms);
                 Ok(ExitCode::SUCCESS)
             }
-            None => {
+            Err(hop) => {
                 eprintln!(
-                    "pillar: heartbeat {id} was put into {} but not seen in CloudWatch Logs within {:?}: is the sink running (the log-sink Lambda, or `pillar logs drain`)?",
-                    resolved.stream, args.wait
+                    "pillar: heartbeat {id} was not seen in CloudWatch Logs within {:?}: {hop}",
+                    args.wait
                 );
                 Ok(ExitCode::FAILURE)
             }
@@ -375,7 +390,7 @@ fn lines(
     })
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
         .unwrap_or(i64::MAX)
 }

@@ -2,6 +2,7 @@
 //! Lambdas run. Output goes to standard out; logs and errors to standard error.
 
 mod config;
+mod drill;
 mod git_credential;
 mod image;
 mod logs;
@@ -32,6 +33,10 @@ enum Command {
     /// Work with the deployment manifest (pillars.toml).
     #[command(subcommand)]
     Config(config::Command),
+    /// Every pillar's canary, as a build and a service would use the pillars today: clone
+    /// each repository from CodeCommit, pull each image from ECR, send a heartbeat through
+    /// the Logging Pillar. Exit 0 when all are ready.
+    Drill(drill::Args),
     /// Git credential helper for CodeCommit over HTTPS, signing with the AWS credential chain.
     ///
     /// git config --global credential.helper '!pillar git-credential'
@@ -63,6 +68,7 @@ fn main() -> ExitCode {
     });
     let outcome = match cli.command {
         Command::Config(command) => config::run(command),
+        Command::Drill(args) => drill::run(args),
         Command::GitCredential(args) => git_credential::run(args),
         Command::Heartbeat(args) => logs::heartbeat(args),
         Command::Image(command) => image::run(command),

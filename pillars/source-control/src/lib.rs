@@ -2,6 +2,7 @@
 //! current, so that builds of low-layer services work with Bitbucket down.
 
 pub mod cache;
+pub mod canary;
 pub mod codecommit;
 pub mod error;
 pub mod lfs;

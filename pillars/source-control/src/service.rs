@@ -142,9 +142,9 @@ impl RetryVisibility {
 #[derive(Debug, Clone)]
 pub struct Mirrorer {
     repositories: Arc<HashMap<String, Repository>>,
-    codecommit: CodeCommit,
+    pub(crate) codecommit: CodeCommit,
     secrets: Arc<SecretCache>,
-    git: GitMirror,
+    pub(crate) git: GitMirror,
     work: WorkDir,
     create_missing: bool,
     start_margin: Duration,
@@ -250,7 +250,7 @@ impl Mirrorer {
         mirror_to_codecommit(&self.git, target, &job, &self.work, deadline).await
     }
 
-    async fn job(&self, name: &str) -> Result<MirrorJob, SyncError> {
+    pub(crate) async fn job(&self, name: &str) -> Result<MirrorJob, SyncError> {
         let repository =
             self.repositories.get(name).ok_or_else(|| SyncError::NotConfigured(name.to_owned()))?;
         let auth = match &repository.credentials_secret {

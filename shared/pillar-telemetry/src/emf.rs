@@ -27,6 +27,20 @@ impl Unit {
     }
 }
 
+/// Where every pillar's readiness is reported: `PillarReady`, by `Pillar`.
+pub const READINESS_NAMESPACE: &str = "Pillars/Readiness";
+
+/// `PillarReady` 1 (a build or a service could use the pillar now) or 0, for `pillar`
+/// (`SourceControl`, `DockerMirror`, `Logging`): what each pillar's canary reports and its
+/// readiness alarm watches.
+pub fn pillar_ready(pillar: &str, ready: bool) -> Metrics {
+    Metrics::new(READINESS_NAMESPACE).dimension("Pillar", pillar).value(
+        "PillarReady",
+        f64::from(u8::from(ready)),
+        Unit::Count,
+    )
+}
+
 /// Metric values sharing one namespace and one set of dimensions.
 #[derive(Debug, Clone)]
 pub struct Metrics {

@@ -4,7 +4,7 @@
 
 mod emf;
 
-pub use emf::{Metrics, Unit};
+pub use emf::{Metrics, READINESS_NAMESPACE, Unit, pillar_ready};
 
 use tracing_subscriber::EnvFilter;
 
