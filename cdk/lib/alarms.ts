@@ -63,3 +63,34 @@ export class AlarmTopic extends Construct {
 export function pillarMetric(namespace: string, name: string, period: Duration, statistic = 'Sum'): cloudwatch.Metric {
   return new cloudwatch.Metric({ namespace, metricName: name, period, statistic });
 }
+
+/** Where every pillar's canary reports `PillarReady` (1 ready, 0 not), by `Pillar`. */
+export const READINESS_NAMESPACE = 'Pillars/Readiness';
+
+/** `pillar`'s readiness: the worst its canary said within `period`. */
+export function readinessMetric(pillar: string, period: Duration): cloudwatch.Metric {
+  return new cloudwatch.Metric({
+    namespace: READINESS_NAMESPACE,
+    metricName: 'PillarReady',
+    dimensionsMap: { Pillar: pillar },
+    period,
+    statistic: 'Minimum',
+  });
+}
+
+/**
+ * Alarms when `pillar`'s canary, run every `canaryPeriod`, said "not ready", or said nothing,
+ * within the last two runs' time: two, so that a run landing late in its period is not
+ * taken for a missing one (CloudWatch caps an alarm's period at a day).
+ */
+export function readinessAlarm(scope: Construct, pillar: string, canaryPeriod: Duration, what: string): cloudwatch.Alarm {
+  const window = Duration.minutes(Math.min(2 * canaryPeriod.toMinutes(), 24 * 60));
+  return new cloudwatch.Alarm(scope, 'ReadinessAlarm', {
+    alarmDescription: `${pillar}: ${what}`,
+    metric: readinessMetric(pillar, window),
+    threshold: 1,
+    evaluationPeriods: 1,
+    comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+    treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+  });
+}

@@ -6,7 +6,7 @@ import * as ecr from 'aws-cdk-lib/aws-ecr';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import { Construct } from 'constructs';
 
-import { AlarmTopic, pillarMetric } from './alarms';
+import { AlarmTopic, pillarMetric, readinessAlarm, readinessMetric } from './alarms';
 import { DockerMirrorConfig, ImageConfig, secretArn } from './manifest';
 import { FunctionSource, PillarFunction } from './pillar-function';
 
@@ -22,6 +22,8 @@ export class DockerMirrorPillar extends Construct {
   readonly repositories: ecr.IRepository[];
   readonly alarms: AlarmTopic;
   readonly healthy: cloudwatch.Alarm;
+  /** The canary's: a runtime could pull every image. */
+  readonly ready: cloudwatch.Alarm;
 
   constructor(scope: Construct, id: string, props: DockerMirrorPillarProps) {
     super(scope, id);
@@ -66,14 +68,32 @@ export class DockerMirrorPillar extends Construct {
         resources: this.repositories.map((r) => r.repositoryArn),
       }),
     );
+    // The canary pulls as a runtime does: read access only. It asks the sources for their
+    // digests too, to say whether the mirror is current.
+    const canary = new PillarFunction(this, 'Canary', {
+      source: props.source,
+      binary: 'docker-canary',
+      description: 'Pulls each image from ECR as a container runtime would; emits PillarReady',
+      timeout: Duration.minutes(10),
+      network: props.settings.network,
+    });
+    canary.function.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: ['ecr:BatchGetImage', 'ecr:GetDownloadUrlForLayer', 'ecr:ListImages'],
+        resources: this.repositories.map((r) => r.repositoryArn),
+      }),
+    );
+    const canaryPeriod = Duration.minutes(props.settings.canary_period_minutes);
+    canary.everyPeriod('CanarySchedule', canaryPeriod, 'Proves a runtime could pull every mirrored image now');
+
     const sourceSecrets = props.images
       .map((i) => i.credentials_secret)
       .filter((s): s is string => s !== null)
       .map((s) => secretArn(s, partition, region, account));
     if (sourceSecrets.length > 0) {
-      mirror.function.addToRolePolicy(
-        new iam.PolicyStatement({ actions: ['secretsmanager:GetSecretValue'], resources: sourceSecrets }),
-      );
+      const read = new iam.PolicyStatement({ actions: ['secretsmanager:GetSecretValue'], resources: sourceSecrets });
+      mirror.function.addToRolePolicy(read);
+      canary.function.addToRolePolicy(read);
     }
 
     const period = Duration.minutes(props.settings.schedule_minutes);
@@ -99,9 +119,22 @@ export class DockerMirrorPillar extends Construct {
       treatMissingData: cloudwatch.TreatMissingData.BREACHING,
     });
     this.alarms.route(this.healthy);
+    this.ready = readinessAlarm(this, 'DockerMirror', canaryPeriod, 'a runtime could not pull a mirrored image from ECR (or the canary stopped): read the docker-canary logs');
+    this.alarms.route(this.ready);
 
     new cloudwatch.Dashboard(this, 'Dashboard', {
       widgets: [
+        [
+          new cloudwatch.AlarmStatusWidget({ title: 'Could a runtime pull from ECR now?', alarms: [this.ready] }),
+          new cloudwatch.GraphWidget({
+            title: 'Ready (1) or not (0): the canary\'s pull',
+            left: [readinessMetric('DockerMirror', canaryPeriod)],
+          }),
+          new cloudwatch.GraphWidget({
+            title: 'Canary pull time (ms)',
+            left: [pillarMetric(NAMESPACE, 'CanaryLatencyMs', canaryPeriod, 'Maximum')],
+          }),
+        ],
         [
           new cloudwatch.GraphWidget({
             title: 'Images',

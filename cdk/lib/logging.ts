@@ -9,7 +9,7 @@ import { KinesisEventSource, SqsDlq } from 'aws-cdk-lib/aws-lambda-event-sources
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 
-import { AlarmTopic, pillarMetric } from './alarms';
+import { AlarmTopic, pillarMetric, readinessAlarm, readinessMetric } from './alarms';
 import { LoggingConfig } from './manifest';
 import { acknowledge, acknowledgeWildcard } from './nag';
 import { FunctionSource, PillarFunction } from './pillar-function';
@@ -32,6 +32,8 @@ export class LoggingPillar extends Construct {
   readonly subscriptionRole: iam.Role;
   readonly alarms: AlarmTopic;
   readonly healthy: cloudwatch.Alarm;
+  /** The heartbeat's readiness, as every pillar's canary reports it. */
+  readonly ready: cloudwatch.Alarm;
 
   constructor(scope: Construct, id: string, props: LoggingPillarProps) {
     super(scope, id);
@@ -220,9 +222,19 @@ export class LoggingPillar extends Construct {
       ),
     ];
     this.alarms.route(this.healthy);
+    // The heartbeat is this pillar's canary: PillarReady, as the other pillars' canaries.
+    this.ready = readinessAlarm(this, 'Logging', period, 'a heartbeat did not make it through the stream into CloudWatch Logs (or none was sent)');
+    this.alarms.route(this.ready);
 
     new cloudwatch.Dashboard(this, 'Dashboard', {
       widgets: [
+        [
+          new cloudwatch.AlarmStatusWidget({ title: 'Could services log through the stream now?', alarms: [this.ready] }),
+          new cloudwatch.GraphWidget({
+            title: 'Ready (1) or not (0): the heartbeat',
+            left: [readinessMetric('Logging', period)],
+          }),
+        ],
         [
           new cloudwatch.GraphWidget({
             title: 'Heartbeat latency (ms)',

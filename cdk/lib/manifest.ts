@@ -47,6 +47,7 @@ export interface SourceControlConfig {
   readonly max_receive_count: number;
   readonly resources: Resources;
   readonly network: NetworkConfig | null;
+  readonly canary_period_minutes: number;
 }
 
 export interface DockerMirrorConfig {
@@ -54,6 +55,7 @@ export interface DockerMirrorConfig {
   readonly memory_mib: number;
   readonly resources: Resources;
   readonly network: NetworkConfig | null;
+  readonly canary_period_minutes: number;
 }
 
 export interface AlarmsConfig {

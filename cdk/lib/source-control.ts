@@ -10,7 +10,7 @@ import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 
-import { AlarmTopic, pillarMetric } from './alarms';
+import { AlarmTopic, pillarMetric, readinessAlarm, readinessMetric } from './alarms';
 import { RepositoryConfig, SourceControlConfig, secretArn } from './manifest';
 import { acknowledge } from './nag';
 import { FunctionSource, PillarFunction } from './pillar-function';
@@ -30,6 +30,8 @@ export class SourceControlPillar extends Construct {
   readonly deadLetters: sqs.Queue;
   readonly alarms: AlarmTopic;
   readonly healthy: cloudwatch.CompositeAlarm;
+  /** The canary's: a build could clone every mirror. */
+  readonly ready: cloudwatch.Alarm;
 
   constructor(scope: Construct, id: string, props: SourceControlPillarProps) {
     super(scope, id);
@@ -139,13 +141,26 @@ export class SourceControlPillar extends Construct {
       git(['codecommit:GitPull', 'codecommit:GitPush', 'codecommit:GetRepository', 'codecommit:UpdateDefaultBranch']),
     );
     reconcile.function.addToRolePolicy(git(['codecommit:GitPull']));
+    reconcile.everyPeriod('Schedule', Duration.minutes(settings.reconcile_period_minutes), 'Repairs lost webhooks and measures drift');
+
+    // The canary clones from CodeCommit as a build does: read access only. It reads the
+    // sources' listings too, to say whether the mirror is current.
+    const canary = new PillarFunction(this, 'Canary', {
+      source: props.source,
+      binary: 'scp-canary',
+      description: 'Clones each repository from CodeCommit as a build would; emits PillarReady',
+      timeout: Duration.minutes(10),
+      network: settings.network,
+    });
+    canary.function.addToRolePolicy(git(['codecommit:GitPull']));
+    const canaryPeriod = Duration.minutes(settings.canary_period_minutes);
+    canary.everyPeriod('CanarySchedule', canaryPeriod, 'Proves a build could clone every mirror now');
     if (sourceSecrets.length > 0) {
       const read = new iam.PolicyStatement({ actions: ['secretsmanager:GetSecretValue'], resources: sourceSecrets });
-      mirror.function.addToRolePolicy(read);
-      reconcile.function.addToRolePolicy(read);
+      for (const reader of [mirror, reconcile, canary]) {
+        reader.function.addToRolePolicy(read);
+      }
     }
-
-    reconcile.everyPeriod('Schedule', Duration.minutes(settings.reconcile_period_minutes), 'Repairs lost webhooks and measures drift');
 
     // Would it work today? Requests given up on, drift that stays, or drift not measurable.
     this.alarms = new AlarmTopic(this, 'Alarms', 'Source Control Pillar');
@@ -200,9 +215,22 @@ export class SourceControlPillar extends Construct {
     });
     this.alarms.route(this.healthy);
     this.alarms.route(held);
+    this.ready = readinessAlarm(this, 'SourceControl', canaryPeriod, 'a build could not clone a mirror from CodeCommit (or the canary stopped): read the scp-canary logs');
+    this.alarms.route(this.ready);
 
     new cloudwatch.Dashboard(this, 'Dashboard', {
       widgets: [
+        [
+          new cloudwatch.AlarmStatusWidget({ title: 'Could a build clone from CodeCommit now?', alarms: [this.ready] }),
+          new cloudwatch.GraphWidget({
+            title: 'Ready (1) or not (0): the canary\'s clone',
+            left: [readinessMetric('SourceControl', canaryPeriod)],
+          }),
+          new cloudwatch.GraphWidget({
+            title: 'Canary clone time (ms)',
+            left: [pillarMetric(NAMESPACE, 'CanaryLatencyMs', canaryPeriod, 'Maximum')],
+          }),
+        ],
         [
           new cloudwatch.GraphWidget({
             title: 'Mirror lag (s): request queued to mirror done',

@@ -46,7 +46,7 @@ test('the manifest\'s alarm addresses are subscribed to every pillar\'s topic, a
   }
 });
 
-test('every alarm and graph of a pillar metric reads it without dimensions, as every EMF line also emits it', () => {
+test('every alarm and graph of a pillar metric reads it without dimensions, as every EMF line also emits it; readiness by Pillar, as it is emitted', () => {
   const all = stacks();
   for (const stack of [all.sourceControl, all.dockerMirror, all.logging]) {
     const built = template(stack);
@@ -58,8 +58,13 @@ test('every alarm and graph of a pillar metric reads it without dimensions, as e
         m.MetricStat ? [m.MetricStat.Metric] : [],
       ),
     ]);
-    const pillarMetrics = metrics.filter((m) => String(m.Namespace ?? '').startsWith('Pillars/'));
+    const pillarMetrics = metrics.filter(
+      (m) => String(m.Namespace ?? '').startsWith('Pillars/') && m.Namespace !== 'Pillars/Readiness',
+    );
     expect(pillarMetrics.length).toBeGreaterThan(0);
+    const readiness = metrics.filter((m) => m.Namespace === 'Pillars/Readiness');
+    expect(readiness).toHaveLength(1);
+    expect(readiness[0].Dimensions).toEqual([{ Name: 'Pillar', Value: expect.stringMatching(/^(SourceControl|DockerMirror|Logging)$/) }]);
     for (const metric of pillarMetrics) {
       expect([metric.MetricName, metric.Dimensions]).toEqual([metric.MetricName, undefined]);
     }

@@ -21,6 +21,10 @@ const EXPECTED: Record<string, string[]> = {
     'secretsmanager:GetSecretValue',
   ],
   'scp-reconcile': [...OWN_LOGS, 'codecommit:GitPull', 'secretsmanager:GetSecretValue', 'sqs:SendMessage'],
+  // Read access only, as a build's; the sources' listings need their secrets.
+  'scp-canary': [...OWN_LOGS, 'codecommit:GitPull', 'secretsmanager:GetSecretValue'],
+  // Read access only, as a runtime's pull through the ECR API.
+  'docker-canary': [...OWN_LOGS, 'ecr:BatchGetImage', 'ecr:GetDownloadUrlForLayer', 'ecr:ListImages', 'secretsmanager:GetSecretValue'],
   'log-heartbeat': [
     ...OWN_LOGS,
     'kinesis:GetRecords',
@@ -50,6 +54,7 @@ function actionsOf(built: Template, binary: string): string[] {
 const all = stacks();
 
 test.each(Object.keys(EXPECTED))('%s may make exactly its calls', (binary) => {
-  const built = template(binary.startsWith('scp-') ? all.sourceControl : all.logging);
+  const stack = binary.startsWith('scp-') ? all.sourceControl : binary.startsWith('docker-') ? all.dockerMirror : all.logging;
+  const built = template(stack);
   expect(actionsOf(built, binary)).toEqual([...EXPECTED[binary]].sort());
 });

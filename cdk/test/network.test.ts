@@ -29,17 +29,18 @@ function placement(built: ReturnType<typeof template>): Record<string, unknown> 
 
 test('by default no function is in a VPC', () => {
   const all = stacks(example);
-  expect(Object.values(placement(template(all.sourceControl)))).toEqual([undefined, undefined, undefined]);
-  expect(Object.values(placement(template(all.dockerMirror)))).toEqual([undefined]);
+  expect(Object.values(placement(template(all.sourceControl)))).toEqual([undefined, undefined, undefined, undefined]);
+  expect(Object.values(placement(template(all.dockerMirror)))).toEqual([undefined, undefined]);
 });
 
-test('the mirror and reconcile run in the subnets; the webhook, which reaches no source, does not', () => {
+test('the functions reaching the sources run in the subnets; the webhook, which reaches none, does not', () => {
   expect(placement(template(placed.sourceControl))).toEqual({
     'scp-webhook': undefined,
     'scp-mirror': vpcConfig,
     'scp-reconcile': vpcConfig,
+    'scp-canary': vpcConfig,
   });
-  expect(placement(template(placed.dockerMirror))).toEqual({ 'docker-mirror': vpcConfig });
+  expect(placement(template(placed.dockerMirror))).toEqual({ 'docker-mirror': vpcConfig, 'docker-canary': vpcConfig });
   template(placed.dockerMirror).hasResourceProperties('AWS::IAM::Role', {
     ManagedPolicyArns: [Match.objectLike({ 'Fn::Join': Match.arrayWith([Match.arrayWith([Match.stringLikeRegexp('AWSLambdaVPCAccessExecutionRole')])]) })],
   });

@@ -161,7 +161,7 @@ test('would it work today: dead letters, lasting drift or unmeasured drift, to a
 
 test('every function logs to a log group with a set retention', () => {
   const groups = built.findResources('AWS::Logs::LogGroup');
-  expect(Object.keys(groups)).toHaveLength(3);
+  expect(Object.keys(groups)).toHaveLength(4);
   for (const group of Object.values(groups)) {
     expect(group.Properties.RetentionInDays).toBe(30);
   }

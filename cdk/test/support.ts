@@ -11,7 +11,16 @@ import { AwsSolutionsChecks } from 'cdk-nag';
 import { PillarStacks, addPillarStacks } from '../lib/app';
 import { Manifest, checkManifest } from '../lib/manifest';
 
-export const FUNCTIONS = ['scp-webhook', 'scp-mirror', 'scp-reconcile', 'docker-mirror', 'log-sink', 'log-heartbeat'];
+export const FUNCTIONS = [
+  'scp-webhook',
+  'scp-mirror',
+  'scp-reconcile',
+  'scp-canary',
+  'docker-mirror',
+  'docker-canary',
+  'log-sink',
+  'log-heartbeat',
+];
 
 /** The `pillar` command: scripts/test passes the one it built. */
 export function pillarBin(): string {

@@ -1,4 +1,4 @@
-//! The six Lambda binaries run as Lambda runs them: each process is started with the
+//! The Lambda binaries run as Lambda runs them: each process is started with the
 //! environment its function has in the synthesized template (`PILLAR_SYNTH_DIR`, from
 //! `cdk synth` in `scripts/test`), polls cargo-lambda's Runtime API emulator (`cargo lambda
 //! watch --only-lambda-apis`, not ours) and is invoked through it with what its trigger
@@ -496,6 +496,13 @@ fn source_control(app: App) {
     delete_done(&queue_url, &event, &answer);
     assert_mirrored(&source, &source_url, &target);
 
+    // What a build would do with the mirror, on the canary's schedule.
+    let canary = Function::start(app, "scp-canary", &layer, &stand_in);
+    let answer = canary.invoke(&scheduled_input(app, "scp-canary"));
+    let checked = &answer["repositories"][0];
+    assert_eq!(checked["repository"], json!(target), "{answer}: {}", canary.logs());
+    assert_eq!((&checked["state"], &checked["source"]["state"]), (&json!("ready"), &json!("same")));
+
     source.commit("drift");
     let reconcile = Function::start(app, "scp-reconcile", &layer, &stand_in);
     let answer = reconcile.invoke(&scheduled_input(app, "scp-reconcile"));
@@ -596,4 +603,10 @@ fn docker_mirror(app: App, repository: &str, target: &str, manifest: &str) {
     assert_eq!(answer["copied"], 1, "{answer}: {}", mirror.logs());
     assert_eq!(answer["failed"], 0);
     assert_eq!(ecr_images(target), 1);
+
+    let canary = Function::start(app, "docker-canary", &layer, &|_| None);
+    let answer = canary.invoke(&scheduled_input(app, "docker-canary"));
+    let pulled = &answer["images"][0];
+    assert_eq!(pulled["image"], json!(format!("ecr:{target}")), "{answer}: {}", canary.logs());
+    assert_eq!((&pulled["state"], &pulled["tag"]), (&json!("ready"), &json!("1")));
 }

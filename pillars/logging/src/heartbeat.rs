@@ -59,6 +59,16 @@ impl Beat {
     }
 }
 
+impl Beat {
+    /// `PillarReady` of the Logging Pillar: the previous beat went the whole way.
+    pub fn readiness(&self) -> Metrics {
+        pillar_telemetry::pillar_ready(PILLAR, self.previous.is_some())
+    }
+}
+
+/// The Logging Pillar's name in `PillarReady`.
+pub const PILLAR: &str = "Logging";
+
 /// `HeartbeatMissing` = 1: for a run that could not even look (the stream or CloudWatch
 /// Logs refused), so the alarm sees the broken path rather than missing data.
 pub fn missing() -> Metrics {

@@ -137,6 +137,20 @@ pub fn rotation(names: &[String], share: usize, run: u64) -> Vec<String> {
 }
 
 impl Mirrorer {
+    /// A scheduled run: the repositories of this run's turn (see [`rotation`]; the run's
+    /// number is the period since the epoch at `now`), checked before `deadline`.
+    pub async fn scheduled_canary(
+        &self,
+        now: time::OffsetDateTime,
+        deadline: Instant,
+    ) -> CanaryReport {
+        let (per_run, period_minutes) = self.canary_rotation;
+        let minutes = u64::try_from(now.unix_timestamp() / 60).unwrap_or(0);
+        let run = minutes / u64::from(period_minutes.max(1));
+        let names = rotation(&self.repository_names(), per_run, run);
+        self.canary(&names, Some(deadline)).await
+    }
+
     /// Checks `names` as a build would use them, one after another, stopping before
     /// `deadline`: what is not reached is left for the next run (see [`rotation`]).
     pub async fn canary(&self, names: &[String], deadline: Option<Instant>) -> CanaryReport {

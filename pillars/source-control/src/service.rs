@@ -150,6 +150,8 @@ pub struct Mirrorer {
     start_margin: Duration,
     safeguards: Safeguards,
     retry_visibility: Option<RetryVisibility>,
+    /// Repositories the scheduled canary clones per run (0: all), and its period.
+    pub(crate) canary_rotation: (usize, u32),
 }
 
 impl Mirrorer {
@@ -165,9 +167,14 @@ impl Mirrorer {
             allow_mass_deletion: false,
             kept_days: manifest.source_control.kept_days,
         };
+        let canary_rotation = (
+            manifest.source_control.canary_repositories_per_run as usize,
+            manifest.source_control.canary_period_minutes,
+        );
         let repositories =
             manifest.repositories.into_iter().map(|r| (r.codecommit.clone(), r)).collect();
         Self {
+            canary_rotation,
             safeguards,
             repositories: Arc::new(repositories),
             codecommit,

@@ -107,6 +107,11 @@ pub struct SourceControl {
     pub resources: Resources,
     /// Where the mirror and reconcile functions run, for sources on a private network.
     pub network: Option<Network>,
+    /// How often the canary clones each repository from CodeCommit as a build would.
+    pub canary_period_minutes: u32,
+    /// Repositories the canary clones per run (0: all of them); the others in later runs,
+    /// in turn, so each is cloned at least every `ceil(repositories / this)` runs.
+    pub canary_repositories_per_run: u32,
 }
 
 impl Default for SourceControl {
@@ -122,6 +127,8 @@ impl Default for SourceControl {
             kept_days: 30,
             resources: Resources::Create,
             network: None,
+            canary_period_minutes: 60,
+            canary_repositories_per_run: 0,
         }
     }
 }
@@ -137,11 +144,19 @@ pub struct DockerMirror {
     pub resources: Resources,
     /// Where the mirror function runs, for registries on a private network.
     pub network: Option<Network>,
+    /// How often the canary pulls each image from ECR as a container runtime would.
+    pub canary_period_minutes: u32,
 }
 
 impl Default for DockerMirror {
     fn default() -> Self {
-        Self { schedule_minutes: 60, memory_mib: 1024, resources: Resources::Create, network: None }
+        Self {
+            schedule_minutes: 60,
+            memory_mib: 1024,
+            resources: Resources::Create,
+            network: None,
+            canary_period_minutes: 60,
+        }
     }
 }
 

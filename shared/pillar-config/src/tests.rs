@@ -257,7 +257,7 @@ fn a_network_placement_needs_real_ids_and_at_least_one_subnet_and_group() {
 #[test]
 fn schedules_cannot_overlap_their_runs_and_the_prefix_names_the_pillars_own_groups() {
     let text = format!(
-        "{VALID}\n[source_control]\nreconcile_period_minutes = 4\n\n[docker_mirror]\nschedule_minutes = 10\n\n[logging]\nstream = \"s\"\nlog_group_prefix = \"/aws/\"\n"
+        "{VALID}\n[source_control]\nreconcile_period_minutes = 4\ncanary_period_minutes = 5\n\n[docker_mirror]\nschedule_minutes = 10\ncanary_period_minutes = 9\n\n[logging]\nstream = \"s\"\nlog_group_prefix = \"/aws/\"\n"
     );
     let found = problems(&text);
     assert_eq!(
@@ -265,10 +265,13 @@ fn schedules_cannot_overlap_their_runs_and_the_prefix_names_the_pillars_own_grou
         [
             "logging.log_group_prefix",
             "source_control.reconcile_period_minutes",
+            "source_control.canary_period_minutes",
+            "docker_mirror.canary_period_minutes",
             "docker_mirror.schedule_minutes",
         ]
     );
-    assert!(found[2].message.contains("15 to 1440"), "{}", found[2].message);
+    assert!(found[4].message.contains("15 to 1440"), "{}", found[4].message);
+    assert!(found[3].message.contains("10 to 1440"), "{}", found[3].message);
     let root = format!("{VALID}\n[logging]\nstream = \"s\"\nlog_group_prefix = \"/\"\n");
     assert_eq!(keys(&problems(&root)), ["logging.log_group_prefix"]);
 }

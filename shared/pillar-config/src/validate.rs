@@ -261,6 +261,11 @@ fn logging(manifest: &Manifest, p: &mut Problems) {
 }
 
 /// The Lambdas' sizes and schedules, within what Lambda and the schedulers take.
+/// A canary runs at most 10 minutes; its alarm's period is its own, at most a day.
+const CANARY_PERIODS: std::ops::RangeInclusive<u32> = 10..=1440;
+const CANARY_PERIOD_MEANING: &str =
+    "the canary's period (minutes, at least the canary's 10-minute timeout, so runs never overlap)";
+
 fn runtime(manifest: &Manifest, p: &mut Problems) {
     let mut within = |key: &str, value: u32, range: std::ops::RangeInclusive<u32>, what: &str| {
         if !range.contains(&value) {
@@ -310,7 +315,19 @@ fn runtime(manifest: &Manifest, p: &mut Problems) {
         "the tries before the dead-letter queue",
     );
     within("source_control.kept_days", scp.kept_days, 1..=3650, "the days old tips are kept");
+    within(
+        "source_control.canary_period_minutes",
+        scp.canary_period_minutes,
+        CANARY_PERIODS,
+        CANARY_PERIOD_MEANING,
+    );
     let docker = &manifest.docker_mirror;
+    within(
+        "docker_mirror.canary_period_minutes",
+        docker.canary_period_minutes,
+        CANARY_PERIODS,
+        CANARY_PERIOD_MEANING,
+    );
     within(
         "docker_mirror.schedule_minutes",
         docker.schedule_minutes,

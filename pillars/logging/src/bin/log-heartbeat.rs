@@ -1,5 +1,5 @@
 //! Lambda on a schedule: finds the previous heartbeat in CloudWatch Logs, sends the next
-//! one, and emits `HeartbeatMissing` and `HeartbeatLatencyMs`.
+//! one, and emits `HeartbeatMissing`, `HeartbeatLatencyMs` and the pillar's `PillarReady`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +33,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             match beat {
                 Ok(beat) => {
                     beat.metrics().emit();
+                    beat.readiness().emit();
                     Ok(serde_json::json!({
                         "sent": beat.sent,
                         "previous": beat.previous.map(|p| p.latency_ms),
@@ -42,6 +43,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 Err(error) => {
                     // The path is broken: say so in the metric the alarm watches, then fail.
                     logging::heartbeat::missing().emit();
+                    pillar_telemetry::pillar_ready(logging::heartbeat::PILLAR, false).emit();
                     Err(lambda_runtime::Error::from(error.to_string()))
                 }
             }
