@@ -8,6 +8,7 @@ import { Construct } from 'constructs';
 
 import { AlarmTopic, pillarMetric, readinessAlarm, readinessMetric } from './alarms';
 import { DockerMirrorConfig, ImageConfig, secretArn } from './manifest';
+import { acknowledgeWildcard } from './nag';
 import { FunctionSource, PillarFunction } from './pillar-function';
 
 const NAMESPACE = 'Pillars/DockerMirror';
@@ -68,7 +69,8 @@ export class DockerMirrorPillar extends Construct {
         resources: this.repositories.map((r) => r.repositoryArn),
       }),
     );
-    // The canary pulls as a runtime does: read access only. It asks the sources for their
+    // The canary pulls as a runtime does (through ECR's registry endpoint, else the ECR API):
+    // read access only. It asks the sources for their
     // digests too, to say whether the mirror is current.
     const canary = new PillarFunction(this, 'Canary', {
       source: props.source,
@@ -83,6 +85,9 @@ export class DockerMirrorPillar extends Construct {
         resources: this.repositories.map((r) => r.repositoryArn),
       }),
     );
+    // The registry endpoint's token, as `docker login` gets it (an account-wide call).
+    canary.function.addToRolePolicy(new iam.PolicyStatement({ actions: ['ecr:GetAuthorizationToken'], resources: ['*'] }));
+    acknowledgeWildcard(canary.role, '*', 'ecr:GetAuthorizationToken takes no resource: the token is for the registry');
     const canaryPeriod = Duration.minutes(props.settings.canary_period_minutes);
     canary.everyPeriod('CanarySchedule', canaryPeriod, 'Proves a runtime could pull every mirrored image now');
 

@@ -23,8 +23,15 @@ const EXPECTED: Record<string, string[]> = {
   'scp-reconcile': [...OWN_LOGS, 'codecommit:GitPull', 'secretsmanager:GetSecretValue', 'sqs:SendMessage'],
   // Read access only, as a build's; the sources' listings need their secrets.
   'scp-canary': [...OWN_LOGS, 'codecommit:GitPull', 'secretsmanager:GetSecretValue'],
-  // Read access only, as a runtime's pull through the ECR API.
-  'docker-canary': [...OWN_LOGS, 'ecr:BatchGetImage', 'ecr:GetDownloadUrlForLayer', 'ecr:ListImages', 'secretsmanager:GetSecretValue'],
+  // Read access only, as a runtime's pull (the registry endpoint's token, or the ECR API).
+  'docker-canary': [
+    ...OWN_LOGS,
+    'ecr:BatchGetImage',
+    'ecr:GetAuthorizationToken',
+    'ecr:GetDownloadUrlForLayer',
+    'ecr:ListImages',
+    'secretsmanager:GetSecretValue',
+  ],
   'log-heartbeat': [
     ...OWN_LOGS,
     'kinesis:GetRecords',

@@ -63,6 +63,9 @@ pub struct ImageCheck {
     pub digest: Option<String>,
     /// The platform pulled from an index, as `os/architecture`.
     pub platform: Option<String>,
+    /// How it was pulled: ECR's registry endpoint, as `docker pull`; or the ECR API, where
+    /// that endpoint was not reached.
+    pub via: String,
     /// Manifests and blobs read and checked, and their bytes.
     pub checked: usize,
     pub bytes: u64,
@@ -78,10 +81,11 @@ impl ImageCheck {
     pub fn summary(&self) -> String {
         let short = |digest: &str| digest.chars().take(19).collect::<String>();
         let pulled = format!(
-            "pulled :{} ({}{}), {} manifests and blobs checked",
+            "pulled :{} ({}{}) through {}, {} manifests and blobs checked",
             self.tag.as_deref().unwrap_or("?"),
             self.digest.as_deref().map(short).unwrap_or_default(),
             self.platform.as_deref().map(|p| format!(", {p}")).unwrap_or_default(),
+            if self.via.is_empty() { "the registry" } else { &self.via },
             self.checked
         );
         match (&self.readiness, &self.source) {
@@ -139,12 +143,58 @@ impl Mirror {
                 immutable_tags: image.immutable_tags,
             };
             let check = match self.ecr(&image.ecr_repository, settings) {
-                Ok(to) => self.check(image, &to).await,
+                Ok(api) => match self.ecr_registry(&image.ecr_repository, settings).await {
+                    Ok(Some(registry)) => {
+                        let mut check = self.check(image, &registry).await;
+                        check.image = api.to_string();
+                        check.via = format!("the registry endpoint {}", registry);
+                        check
+                    }
+                    Ok(None) => {
+                        let mut check = self.check(image, &api).await;
+                        check.via = "the ECR API (the endpoints are not AWS's)".to_owned();
+                        check
+                    }
+                    Err(unreached) => {
+                        let mut check = self.check(image, &api).await;
+                        check.via = format!("the ECR API ({unreached})");
+                        check
+                    }
+                },
                 Err(error) => broken(format!("ecr:{}", image.ecr_repository), error.to_string()),
             };
             report.images.push(check);
         }
         report
+    }
+
+    /// `repository` at ECR's registry endpoint, as `docker pull` reaches it, when it answers.
+    /// `None` when the AWS endpoints are overridden (a stand-in, whose registry endpoint is
+    /// not AWS's either); an error saying why when the endpoint cannot be reached.
+    async fn ecr_registry(
+        &self,
+        repository: &str,
+        settings: RepositorySettings,
+    ) -> Result<Option<Destination>, String> {
+        let overridden = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_ECR"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+        let Some(ecr) = self.ecr_client().filter(|_| !overridden) else { return Ok(None) };
+        let (host, username, password) =
+            ecr.registry_endpoint().await.map_err(|e| e.to_string())?;
+        let registry =
+            self.registry(&host, oci_client::secrets::RegistryAuth::Basic(username, password));
+        let to = Destination {
+            target: crate::target::Target::Registry(registry),
+            repository: repository.to_owned(),
+            settings,
+        };
+        match to.tags().await {
+            Err(MirrorError::Unreachable { error, .. }) => {
+                Err(format!("the registry endpoint {host} was not reached: {error}"))
+            }
+            _ => Ok(Some(to)),
+        }
     }
 
     /// Pulls `image`'s newest selected tag from `to`, and compares it with the source's.
@@ -194,6 +244,7 @@ fn broken(image: String, reason: String) -> ImageCheck {
         source: SourceState::NotCompared,
         digest: None,
         platform: None,
+        via: String::new(),
         checked: 0,
         bytes: 0,
         latency_ms: 0,

@@ -154,6 +154,36 @@ impl Ecr {
             .map(|manifest| Bytes::copy_from_slice(manifest.as_bytes())))
     }
 
+    /// The registry endpoint `docker pull` uses (`<account>.dkr.ecr.<region>.amazonaws.com`)
+    /// and its credentials, from `GetAuthorizationToken`.
+    pub async fn registry_endpoint(&self) -> Result<(String, String, String), MirrorError> {
+        let failed = |message: String| MirrorError::Ecr {
+            operation: "GetAuthorizationToken",
+            repository: String::new(),
+            message,
+            retryable: false,
+        };
+        let token = self
+            .client
+            .get_authorization_token()
+            .send()
+            .await
+            .map_err(|e| failure("GetAuthorizationToken", "", &e))?;
+        let data = token.authorization_data().first().ok_or_else(|| failed("no data".into()))?;
+        let endpoint = data.proxy_endpoint().unwrap_or_default();
+        let host = endpoint.trim_start_matches("https://").trim_end_matches('/').to_owned();
+        use base64::Engine as _;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(data.authorization_token().unwrap_or_default())
+            .map_err(|e| failed(format!("the token is not base64: {e}")))?;
+        let decoded =
+            String::from_utf8(decoded).map_err(|_| failed("the token is not text".into()))?;
+        let (username, password) = decoded
+            .split_once(':')
+            .ok_or_else(|| failed("the token is not user:password".into()))?;
+        Ok((host, username.to_owned(), password.to_owned()))
+    }
+
     /// The repository's tags (`ListImages`, tagged images only).
     pub async fn tags(&self, repository: &str) -> Result<Vec<String>, MirrorError> {
         let filter = aws_sdk_ecr::types::ListImagesFilter::builder()

@@ -187,6 +187,11 @@ impl Mirror {
         Self::new(Some(Arc::new(ecr)), Some(Arc::new(secrets)))
     }
 
+    /// The ECR client, when one was configured.
+    pub(crate) fn ecr_client(&self) -> Option<Arc<Ecr>> {
+        self.ecr.clone()
+    }
+
     /// The ECR target, or an error saying it was not configured.
     pub fn ecr(
         &self,
