@@ -65,6 +65,10 @@ export class DockerMirrorPillar extends Construct {
           'ecr:UploadLayerPart',
           'ecr:CompleteLayerUpload',
           'ecr:PutImage',
+          // An upload cut by the deadline is recorded as a repository tag and resumed.
+          'ecr:ListTagsForResource',
+          'ecr:TagResource',
+          'ecr:UntagResource',
         ],
         resources: this.repositories.map((r) => r.repositoryArn),
       }),

@@ -23,6 +23,20 @@ const EXPECTED: Record<string, string[]> = {
   'scp-reconcile': [...OWN_LOGS, 'codecommit:GitPull', 'secretsmanager:GetSecretValue', 'sqs:SendMessage'],
   // Read access only, as a build's; the sources' listings need their secrets.
   'scp-canary': [...OWN_LOGS, 'codecommit:GitPull', 'secretsmanager:GetSecretValue'],
+  'docker-mirror': [
+    ...OWN_LOGS,
+    'ecr:BatchCheckLayerAvailability',
+    'ecr:BatchGetImage',
+    'ecr:CompleteLayerUpload',
+    'ecr:DescribeRepositories',
+    'ecr:InitiateLayerUpload',
+    'ecr:ListTagsForResource',
+    'ecr:PutImage',
+    'ecr:TagResource',
+    'ecr:UntagResource',
+    'ecr:UploadLayerPart',
+    'secretsmanager:GetSecretValue',
+  ],
   // Read access only, as a runtime's pull (the registry endpoint's token, or the ECR API).
   'docker-canary': [
     ...OWN_LOGS,

@@ -3,7 +3,9 @@
 //! git server (streaming both ways, the `Host` header kept so signed passwords still
 //! match) and, as a test scripts it, cuts a ref listing short, answers an error once,
 //! redirects the listing, adds parameters to the content type, or buffers a request body
-//! whole at a throttled rate before the upstream sees any of it. It logs what it was asked.
+//! whole at a throttled rate before the upstream sees any of it, or asks for a password the
+//! upstream does not (a registry or git server behind an authenticating proxy, as
+//! Artifactory's). It logs what it was asked.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -35,9 +37,12 @@ pub struct Script {
     /// Request bodies are read whole, this many bytes per 100 ms, before the upstream gets
     /// them (a buffering front end on a slow link).
     pub buffer_upload_bytes_per_tick: Option<usize>,
-    /// upload-pack answers (a fetch's pack) are sent this many bytes per 100 ms (a slow
-    /// link from the source).
+    /// upload-pack answers (a fetch's pack) and registry blobs are sent this many bytes per
+    /// 100 ms (a slow link from the source).
     pub download_bytes_per_tick: Option<usize>,
+    /// Requests without HTTP Basic credentials `user:password` get 401 with a Basic
+    /// challenge; those with them go on, the credentials taken off.
+    pub require_basic: Option<String>,
 }
 
 /// One request as the front end saw it.
@@ -120,6 +125,19 @@ async fn handle(State(front): State<Arc<FrontEnd>>, request: Request) -> Respons
             answer.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         return answer;
+    }
+    if let Some(wanted) = &script.require_basic {
+        use base64::Engine as _;
+        let expected =
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(wanted));
+        let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if given != Some(expected.as_str()) {
+            let mut answer =
+                (StatusCode::UNAUTHORIZED, "authentication required\n").into_response();
+            let challenge = HeaderValue::from_static("Basic realm=\"front end\"");
+            answer.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+            return answer;
+        }
     }
     if let (true, Some(base)) = (listing, &script.redirect_listings_to) {
         let location = format!("{}{path}{query}", base.trim_end_matches('/'));
@@ -222,6 +240,9 @@ async fn forward(
         }
     };
     let mut headers = parts.headers.clone();
+    if script.require_basic.is_some() {
+        headers.remove(header::AUTHORIZATION);
+    }
     if script.buffer_upload_bytes_per_tick.is_some() {
         headers.remove(header::TRANSFER_ENCODING);
     }
@@ -233,7 +254,10 @@ async fn forward(
     }
     let answer = upstream.bytes_stream().map_err(std::io::Error::other);
     let body = match script.download_bytes_per_tick {
-        Some(per_tick) if path_and_query.ends_with("/git-upload-pack") => {
+        Some(per_tick)
+            if path_and_query.ends_with("/git-upload-pack")
+                || path_and_query.contains("/blobs/") =>
+        {
             Body::from_stream(throttled(answer, per_tick))
         }
         _ => Body::from_stream(answer),

@@ -88,14 +88,20 @@ fn help_lists_every_subcommand() {
 }
 
 #[test]
-fn with_aws_every_named_secret_must_exist_and_hold_a_user_and_password() {
-    let (good, bare, missing) = (
-        crate::support::unique("cfg/good"),
-        crate::support::unique("cfg/bare"),
-        crate::support::unique("cfg/none"),
+fn with_aws_every_named_secret_must_exist_and_hold_what_its_mirror_reads() {
+    let unique = crate::support::unique;
+    let (good, console, bare, junk, missing) = (
+        unique("cfg/good"),
+        unique("cfg/console"),
+        unique("cfg/bare"),
+        unique("cfg/junk"),
+        unique("cfg/none"),
     );
     crate::support::create_secret(&good, "mirror:s3cret");
+    // The Secrets Manager console's key/value form.
+    crate::support::create_secret(&console, r#"{"username":"mirror","password":"s3:cret"}"#);
     crate::support::create_secret(&bare, "a-token-without-user");
+    crate::support::create_secret(&junk, "not a secret at all");
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("pillars.toml");
     let repository = |n: u32, secret: &str| {
@@ -103,10 +109,21 @@ fn with_aws_every_named_secret_must_exist_and_hold_a_user_and_password() {
             "[[repository]]\ncodecommit = \"r{n}\"\nsource = \"https://bitbucket.example.com/scm/a/r{n}.git\"\nbitbucket = \"A/r{n}\"\ncredentials_secret = \"{secret}\"\n\n"
         )
     };
-    let text = [repository(0, &good), repository(1, &bare), repository(2, &missing)].concat()
-        + &format!(
-            "[[image]]\nsource = \"registry.example.com/app\"\necr_repository = \"app\"\ntags = [\"1\"]\ncredentials_secret = \"{bare}\"\n"
-        );
+    let image = |n: u32, secret: &str| {
+        format!(
+            "[[image]]\nsource = \"registry.example.com/app{n}\"\necr_repository = \"app{n}\"\ntags = [\"1\"]\ncredentials_secret = \"{secret}\"\n\n"
+        )
+    };
+    let text = [
+        repository(0, &good),
+        repository(1, &bare),
+        repository(2, &missing),
+        repository(3, &console),
+        image(0, &bare),
+        image(1, &junk),
+        image(2, &console),
+    ]
+    .concat();
     std::fs::write(&file, text).expect("write manifest");
 
     assert_eq!(
@@ -121,15 +138,15 @@ fn with_aws_every_named_secret_must_exist_and_hold_a_user_and_password() {
         problems,
         [
             format!(
-                "pillar: repository[1].credentials_secret: secret `{bare}` is not `username:password`: store the source's user and password (or token) that way"
+                "pillar: repository[1].credentials_secret: secret `{bare}` must hold `username:password` or the key/value JSON `{{\"username\": ..., \"password\": ...}}` (an access token goes in the password)"
             ),
             format!(
                 "pillar: repository[2].credentials_secret: secret `{missing}` does not exist in Secrets Manager: create it, or fix the secret name in the configuration"
             ),
             format!(
-                "pillar: image[0].credentials_secret: secret `{bare}` is not `username:password`: store the source's user and password (or token) that way"
+                "pillar: image[1].credentials_secret: secret `{junk}` must hold `username:password`, the key/value JSON `{{\"username\": ..., \"password\": ...}}`, or (for a registry) a token"
             ),
         ],
-        "each secret that would fail a mirror, at its key; the good one is not named"
+        "each secret that would fail a mirror, at its key; the good ones are not named"
     );
 }

@@ -205,3 +205,96 @@ fn retry_after_is_waited_for_and_a_wait_too_long_gives_up_at_once() {
     assert!(started.elapsed() < Duration::from_secs(10), "gave up at once");
     assert!(stdout(&output).contains("3600 s"), "{}", stdout(&output));
 }
+
+/// The console's key/value secret is read as a user and a password; a password rotated
+/// while the old one is cached is read again after the registry refuses the old one.
+#[test]
+fn a_key_value_secret_works_and_a_rotated_one_is_read_again_after_a_401() {
+    use integration_tests::git_front_end::{GitFrontEnd, Script};
+
+    let repository = unique("dm/secret");
+    let digest = push(&spec(&["linux/amd64"], &[4096], false), &repository, "1");
+    let proxy = GitFrontEnd::start(
+        &format!("http://{}", env("PILLAR_SOURCE_REGISTRY")),
+        Script { require_basic: Some("mirror:first:pass".into()), ..Script::default() },
+    );
+    let secret = unique("dm/registry");
+    let secret_arn = crate::support::create_secret(
+        &secret,
+        r#"{"username": "mirror", "password": "first:pass"}"#,
+    );
+    let aws = crate::support::aws_config();
+    // A day-long cache, as a warm Lambda's with a long TTL.
+    let mirror = Mirror::from_aws(&aws, Duration::from_secs(86_400));
+    let text = format!(
+        "[[image]]\nsource = \"{}/{repository}\"\necr_repository = \"{repository}\"\ntags = [\"1\"]\ncredentials_secret = \"{secret}\"\n",
+        proxy.address
+    );
+    let manifest =
+        pillar_config::Manifest::parse(&text, std::path::Path::new("t.toml")).expect("manifest");
+    let images: Vec<_> = manifest.images.iter().collect();
+    let first = runtime().block_on(mirror.sync(&images, None));
+    assert_eq!(first.copied(), 1, "{:?}", first.images);
+    assert!(matches!(&first.images[0].outcome, Outcome::Copied { digest: d, .. } if *d == digest));
+
+    // Rotated: the registry and the secret take a new password; the cache holds the old.
+    proxy.script(|s| s.require_basic = Some("mirror:second".into()));
+    let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+    let rotated = r#"{"username": "mirror", "password": "second"}"#;
+    runtime()
+        .block_on(secrets.put_secret_value().secret_id(&secret_arn).secret_string(rotated).send())
+        .expect("PutSecretValue");
+    let second = runtime().block_on(mirror.sync(&images, None));
+    assert_eq!(second.failed(), 0, "{:?}", second.images);
+    assert!(matches!(second.images[0].outcome, Outcome::UpToDate { .. }), "{:?}", second.images);
+}
+
+/// A layer that takes longer than a run to copy resumes where the last run stopped (the
+/// upload ECR holds, the source read from there on), and the image beside it is not held up.
+#[test]
+fn a_layer_longer_than_a_run_resumes_where_it_stopped_and_other_images_go_on() {
+    use integration_tests::git_front_end::{GitFrontEnd, Script};
+
+    let (big, small) = (unique("dm/big"), unique("dm/small"));
+    let big_digest = push(&spec(&["linux/amd64"], &[24 * MIB], false), &big, "1");
+    push(&spec(&["linux/amd64"], &[4096], false), &small, "1");
+    // 10 MiB/s from the source, and each 5 MiB part takes moto about a second more: a run of
+    // 4 s moves two or three parts of the five.
+    let slow = GitFrontEnd::start(
+        &format!("http://{}", env("PILLAR_SOURCE_REGISTRY")),
+        Script { download_bytes_per_tick: Some(MIB as usize), ..Script::default() },
+    );
+    let image = |name: &str| {
+        format!(
+            "[[image]]\nsource = \"{}/{name}\"\necr_repository = \"{name}\"\ntags = [\"1\"]\n\n",
+            slow.address
+        )
+    };
+    let text = image(&big) + &image(&small);
+    let manifest =
+        pillar_config::Manifest::parse(&text, std::path::Path::new("t.toml")).expect("manifest");
+    let images: Vec<_> = manifest.images.iter().collect();
+    let aws = crate::support::aws_config();
+    let mut mirror = Mirror::from_aws(&aws, Duration::from_secs(300));
+    mirror.deadline_margin = Duration::from_millis(200);
+
+    let mut outcomes = Vec::new();
+    for _run in 0..8 {
+        let deadline = Instant::now() + Duration::from_secs(4);
+        let report = runtime().block_on(mirror.sync(&images, Some(deadline)));
+        let copied = |n: usize| !matches!(report.images[n].outcome, Outcome::Left);
+        outcomes.push((copied(0), copied(1)));
+        if copied(0) {
+            assert!(
+                matches!(&report.images[0].outcome, Outcome::Copied { digest, .. } if *digest == big_digest),
+                "{:?}",
+                report.images
+            );
+            break;
+        }
+    }
+    assert!(outcomes[0].1, "the small image was copied in the first run: {outcomes:?}");
+    assert!(!outcomes[0].0, "the big one could not be, in one run: {outcomes:?}");
+    assert!(outcomes.last().is_some_and(|o| o.0), "the big one converged: {outcomes:?}");
+    assert_eq!(ecr_images(&big), 1);
+}

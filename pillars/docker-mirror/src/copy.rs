@@ -243,10 +243,15 @@ impl Copier {
         }
         self.retry
             .run(|| async {
-                let stream = source.blob(image, blob).await?;
-                let (stream, source_failure) =
-                    watched(stream, self.progress.clone(), image.whole());
-                let uploaded = to.upload(blob, stream).await;
+                let source_failure = SourceFailure::default();
+                let open = |offset| {
+                    let failure = Arc::clone(&source_failure);
+                    async move {
+                        let stream = source.blob_from(image, blob, offset).await?;
+                        Ok(watched(stream, self.progress.clone(), image.whole(), failure))
+                    }
+                };
+                let uploaded = to.upload(blob, open).await;
                 // A failed read of the source fails the upload too, in the target's words;
                 // the source's own error says what happened: a cut connection (retried) or
                 // bytes that miss their digest.
@@ -273,16 +278,14 @@ impl Copier {
 /// The error a source stream ended with, kept aside as it passes.
 type SourceFailure = Arc<Mutex<Option<std::io::Error>>>;
 
-/// `stream`, counted into `progress` under `image`, and the place its error lands if it
-/// fails.
+/// `stream`, counted into `progress` under `image`; its error, if it fails, lands in `seen`.
 fn watched(
     stream: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     progress: Option<Arc<dyn CopyProgress>>,
     image: String,
-) -> (impl Stream<Item = std::io::Result<Bytes>> + Send + 'static, SourceFailure) {
-    let failure = SourceFailure::default();
-    let seen = Arc::clone(&failure);
-    let stream = stream.map(move |chunk| {
+    seen: SourceFailure,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    stream.map(move |chunk| {
         if let (Ok(bytes), Some(progress)) = (&chunk, &progress) {
             progress.copied(&image, bytes.len() as u64);
         }
@@ -291,6 +294,5 @@ fn watched(
             *seen.lock().expect("not poisoned") = Some(error);
             passed
         })
-    });
-    (stream, failure)
+    })
 }

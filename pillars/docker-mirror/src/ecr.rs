@@ -1,7 +1,7 @@
 //! Amazon ECR as a target, through the ECR API: IAM authentication, layer uploads in the
 //! part size ECR asks for, manifests put exactly as pulled.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use aws_sdk_ecr::Client;
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
@@ -31,14 +31,22 @@ pub struct Ecr {
     client: Client,
     /// Fetches the layer URLs ECR hands out (presigned: no credentials go along).
     downloads: reqwest::Client,
-    known: Mutex<HashSet<String>>,
-    /// Layer parts held in memory at once, across all uploads: each costs the part and
-    /// twice its base64 form in the JSON request the SDK builds.
+    /// Repositories known to exist, with their ARN once it was needed.
+    known: Mutex<HashMap<String, Option<String>>>,
+    /// Layer parts being sent at once, across all uploads.
     parts: Semaphore,
 }
 
-/// Parts in flight unless set otherwise: 2 × 10 MiB parts keep a copy under ~100 MiB.
+/// Parts being sent at once, across all uploads: each costs twice its base64 form in the
+/// JSON request the SDK builds. Each upload fills one part at a time besides, so a run holds
+/// at most (blobs copied at once + 2 × this) parts of 10 MiB.
 const PARTS_IN_FLIGHT: usize = 2;
+
+/// The repository tag that records an interrupted upload of `digest`.
+fn progress_key(digest: &str) -> String {
+    let hex = digest.trim_start_matches("sha256:");
+    format!("pillars-upload-{}", &hex[..hex.len().min(40)])
+}
 
 fn failure<E, R>(operation: &'static str, repository: &str, error: &SdkError<E, R>) -> MirrorError
 where
@@ -63,7 +71,7 @@ impl Ecr {
         Self {
             client,
             downloads: reqwest::Client::new(),
-            known: Mutex::new(HashSet::new()),
+            known: Mutex::new(HashMap::new()),
             parts: Semaphore::new(PARTS_IN_FLIGHT),
         }
     }
@@ -75,7 +83,7 @@ impl Ecr {
         settings: RepositorySettings,
     ) -> Result<(), MirrorError> {
         let mut known = self.known.lock().await;
-        if known.contains(repository) {
+        if known.contains_key(repository) {
             return Ok(());
         }
         let described =
@@ -107,7 +115,7 @@ impl Ecr {
             }
             Err(e) => return Err(failure("DescribeRepositories", repository, &e)),
         }
-        known.insert(repository.to_owned());
+        known.insert(repository.to_owned(), None);
         Ok(())
     }
 
@@ -263,40 +271,48 @@ impl Ecr {
         Ok(blobs.iter().filter(|b| !available.contains(&b.digest)).cloned().collect())
     }
 
-    /// Uploads a blob in consecutive parts of the size ECR asks for; only one part is held
-    /// in memory. ECR checks the digest when the upload completes.
-    pub async fn upload(
+    /// Uploads a blob in consecutive parts of the size ECR asks for; one part at a time is
+    /// held in memory, and only its sending waits for a permit (a slow source delays its own
+    /// upload, no other). ECR checks the digest when the upload completes.
+    ///
+    /// An upload cut short (the run's deadline) resumes in a later run: after each part, the
+    /// upload's id and the bytes ECR holds are kept as a tag of the repository (nothing
+    /// outside ECR), and `open(offset)` reads the source from there on (a ranged read).
+    pub async fn upload<S, F>(
         &self,
         repository: &str,
         blob: &Descriptor,
-        stream: impl Stream<Item = std::io::Result<Bytes>> + Send,
-    ) -> Result<(), MirrorError> {
-        let started = self
-            .client
-            .initiate_layer_upload()
-            .repository_name(repository)
-            .send()
-            .await
-            .map_err(|e| failure("InitiateLayerUpload", repository, &e))?;
-        let upload_id = started.upload_id().unwrap_or_default().to_owned();
-        let part_size = started
-            .part_size()
-            .and_then(|size| usize::try_from(size).ok())
-            .filter(|size| *size > 0)
-            .unwrap_or(DEFAULT_PART);
+        open: impl Fn(u64) -> F,
+    ) -> Result<(), MirrorError>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send,
+        F: Future<Output = Result<S, MirrorError>>,
+    {
         let blob_name = || format!("{repository} blob {}", blob.digest);
         let mismatch = |detail: String| MirrorError::DigestMismatch {
             what: blob_name(),
             digest: blob.digest.clone(),
             detail,
         };
-        let mut stream = std::pin::pin!(stream);
-        let mut sent: u64 = 0;
+        let resumable = blob.size > DEFAULT_PART as u64;
+        let held = match resumable {
+            true => self.progress(repository, &blob.digest).await,
+            false => None,
+        };
+        let (upload_id, part_size, mut sent) = match held {
+            Some((upload_id, sent)) if sent <= blob.size => {
+                tracing::info!(repository, digest = blob.digest, sent, "resuming an upload");
+                (upload_id, DEFAULT_PART, sent)
+            }
+            _ => {
+                let (upload_id, part_size) = self.initiate(repository).await?;
+                (upload_id, part_size, 0)
+            }
+        };
+        let mut stream = std::pin::pin!(open(sent).await?);
         let mut pending = Bytes::new();
         let mut ended = false;
         while !ended || !pending.is_empty() {
-            // A permit per part in memory; the source waits (TCP backpressure) meanwhile.
-            let _permit = self.parts.acquire().await.expect("the semaphore is never closed");
             let mut part = BytesMut::with_capacity(part_size);
             while part.len() < part_size {
                 if pending.is_empty() {
@@ -318,8 +334,22 @@ impl Ecr {
                 break;
             }
             let length = part.len() as u64;
-            self.upload_part(repository, &upload_id, sent, part.freeze()).await?;
+            {
+                let _permit = self.parts.acquire().await.expect("the semaphore is never closed");
+                let uploaded = self.upload_part(repository, &upload_id, sent, part.freeze()).await;
+                if let Err(error) = uploaded {
+                    // An upload ECR no longer knows (expired, or the tag outlived it) starts
+                    // again from byte 0 next time.
+                    if resumable {
+                        self.forget_progress(repository, &blob.digest).await;
+                    }
+                    return Err(error);
+                }
+            }
             sent += length;
+            if resumable && sent < blob.size {
+                self.keep_progress(repository, &blob.digest, &upload_id, sent).await;
+            }
         }
         if sent != blob.size {
             return Err(mismatch(format!(
@@ -335,6 +365,9 @@ impl Ecr {
             .layer_digests(&blob.digest)
             .send()
             .await;
+        if resumable {
+            self.forget_progress(repository, &blob.digest).await;
+        }
         match completed {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("LayerAlreadyExistsException") => Ok(()),
@@ -342,6 +375,69 @@ impl Ecr {
                 Err(mismatch(pillar_auth::aws_error_message(&e)))
             }
             Err(e) => Err(failure("CompleteLayerUpload", repository, &e)),
+        }
+    }
+
+    /// A new upload: its id and the part size ECR asks for.
+    async fn initiate(&self, repository: &str) -> Result<(String, usize), MirrorError> {
+        let started = self
+            .client
+            .initiate_layer_upload()
+            .repository_name(repository)
+            .send()
+            .await
+            .map_err(|e| failure("InitiateLayerUpload", repository, &e))?;
+        let upload_id = started.upload_id().unwrap_or_default().to_owned();
+        let part_size = started
+            .part_size()
+            .and_then(|size| usize::try_from(size).ok())
+            .filter(|size| *size > 0)
+            .unwrap_or(DEFAULT_PART);
+        Ok((upload_id, part_size))
+    }
+
+    /// The repository's ARN, which its tags are set on.
+    async fn arn(&self, repository: &str) -> Option<String> {
+        if let Some(Some(arn)) = self.known.lock().await.get(repository) {
+            return Some(arn.clone());
+        }
+        let described =
+            self.client.describe_repositories().repository_names(repository).send().await.ok()?;
+        let arn = described.repositories().first()?.repository_arn()?.to_owned();
+        self.known.lock().await.insert(repository.to_owned(), Some(arn.clone()));
+        Some(arn)
+    }
+
+    /// The interrupted upload of `digest` a tag of the repository records: its id and the
+    /// bytes ECR holds.
+    async fn progress(&self, repository: &str, digest: &str) -> Option<(String, u64)> {
+        let arn = self.arn(repository).await?;
+        let listed = self.client.list_tags_for_resource().resource_arn(arn).send().await.ok()?;
+        let key = progress_key(digest);
+        let value = listed.tags().iter().find(|t| t.key() == key)?.value().to_owned();
+        let (upload_id, sent) = value.split_once('/')?;
+        Some((upload_id.to_owned(), sent.parse().ok()?))
+    }
+
+    /// Records that `upload_id` of `digest` holds `sent` bytes. A failure to record costs
+    /// only the resumption, never the upload.
+    async fn keep_progress(&self, repository: &str, digest: &str, upload_id: &str, sent: u64) {
+        let Some(arn) = self.arn(repository).await else { return };
+        let tag = aws_sdk_ecr::types::Tag::builder()
+            .key(progress_key(digest))
+            .value(format!("{upload_id}/{sent}"))
+            .build()
+            .expect("a key and a value are set");
+        if let Err(e) = self.client.tag_resource().resource_arn(arn).tags(tag).send().await {
+            tracing::warn!(repository, digest, error = %pillar_auth::aws_error_message(&e), "upload progress not recorded");
+        }
+    }
+
+    async fn forget_progress(&self, repository: &str, digest: &str) {
+        let Some(arn) = self.arn(repository).await else { return };
+        let untag = self.client.untag_resource().resource_arn(arn).tag_keys(progress_key(digest));
+        if let Err(e) = untag.send().await {
+            tracing::warn!(repository, digest, error = %pillar_auth::aws_error_message(&e), "upload progress not cleared");
         }
     }
 

@@ -326,6 +326,51 @@ impl Registry {
         Ok(sized.stream)
     }
 
+    /// Streams a blob from byte `offset` on (a ranged read, to resume an upload); from 0, as
+    /// [`Self::blob`], digest checked. A registry that ignores the range sends it whole:
+    /// the first `offset` bytes are skipped.
+    pub async fn blob_from(
+        &self,
+        image: &Reference,
+        blob: &Descriptor,
+        offset: u64,
+    ) -> Result<std::pin::Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>, MirrorError>
+    {
+        if offset == 0 {
+            return Ok(Box::pin(self.blob(image, blob).await?));
+        }
+        self.authenticate().await;
+        let layer = oci_client::manifest::OciDescriptor {
+            media_type: blob.media_type.clone(),
+            digest: blob.digest.clone(),
+            size: i64::try_from(blob.size).unwrap_or(i64::MAX),
+            ..Default::default()
+        };
+        let answered = self
+            .client
+            .pull_blob_stream_partial(image, &layer, offset, None)
+            .await
+            .map_err(|e| self.error(image, e))?;
+        Ok(match answered {
+            oci_client::client::BlobResponse::Partial(sized) => Box::pin(sized.stream),
+            oci_client::client::BlobResponse::Full(sized) => {
+                let mut skip = offset;
+                Box::pin(sized.stream.filter_map(move |chunk| {
+                    let kept = match chunk {
+                        Ok(mut bytes) if skip > 0 => {
+                            let cut = skip.min(bytes.len() as u64);
+                            skip -= cut;
+                            let rest = bytes.split_off(cut as usize);
+                            (!rest.is_empty()).then_some(Ok(rest))
+                        }
+                        other => Some(other),
+                    };
+                    std::future::ready(kept)
+                }))
+            }
+        })
+    }
+
     pub async fn has_blob(&self, image: &Reference, digest: &str) -> Result<bool, MirrorError> {
         self.authenticate().await;
         self.client.blob_exists(image, digest).await.map_err(|e| self.error(image, e))

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{StreamExt, stream};
 use oci_client::secrets::RegistryAuth;
-use pillar_auth::secrets::{SecretCache, username_password};
+use pillar_auth::secrets::{Credentials, SECRET_FORMS, SecretCache, credentials};
 use pillar_config::Image;
 use pillar_telemetry::{Metrics, Unit};
 use secrecy::ExposeSecret;
@@ -39,6 +39,9 @@ pub enum Outcome {
     FilteredOut,
     Failed {
         reason: String,
+        /// The source refused the credentials (its secret may have been rotated).
+        #[serde(skip)]
+        credentials_refused: bool,
     },
     /// Not attempted or stopped before the deadline; the next run picks it up.
     Left,
@@ -71,7 +74,9 @@ impl std::fmt::Display for ImageReport {
                 }
             }
             Outcome::FilteredOut => write!(f, "filtered    {source}"),
-            Outcome::Failed { reason } => write!(f, "FAILED      {source} -> {target}: {reason}"),
+            Outcome::Failed { reason, .. } => {
+                write!(f, "FAILED      {source} -> {target}: {reason}")
+            }
             Outcome::Left => write!(f, "left        {source} (deadline reached; next run resumes)"),
         }
     }
@@ -114,7 +119,7 @@ impl SyncReport {
     /// A run that failed before any image could be tried (an event naming an image the
     /// manifest lacks): reported, and counted, like a failed image.
     pub fn failed_request(what: &str, error: &MirrorError) -> Self {
-        let outcome = Outcome::Failed { reason: error.to_string() };
+        let outcome = failed(error);
         let image = ImageReport { source: what.to_owned(), target: String::new(), outcome };
         Self { images: vec![image], seconds: 0.0 }
     }
@@ -164,6 +169,9 @@ pub struct Mirror {
 
 /// Status checks (a HEAD on each side) run at the same time.
 const CHECK_CONCURRENCY: usize = 16;
+
+/// The least share of a run an image gets, however many there are.
+const MIN_SHARE: Duration = Duration::from_secs(30);
 
 /// How long before the deadline no new image is started, unless set otherwise.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(20);
@@ -219,23 +227,65 @@ impl Mirror {
         let secrets =
             self.secrets.as_ref().ok_or_else(|| failure("no Secrets Manager client".into()))?;
         let value = secrets.get(secret).await.map_err(|e| failure(e.to_string()))?;
-        let (username, password) = username_password(&value)
-            .ok_or_else(|| failure("must hold `username:password`".into()))?;
-        Ok(RegistryAuth::Basic(username, password.expose_secret().to_owned()))
+        match credentials(&value) {
+            Some(Credentials::Basic { username, password }) => {
+                Ok(RegistryAuth::Basic(username, password.expose_secret().to_owned()))
+            }
+            Some(Credentials::Bearer(token)) => {
+                Ok(RegistryAuth::Bearer(token.expose_secret().to_owned()))
+            }
+            None => Err(failure(format!("must hold {SECRET_FORMS}"))),
+        }
     }
 
-    /// Every configured image, until `deadline` (None: no deadline).
+    /// Every configured image, until `deadline` (None: no deadline), `image_concurrency` at
+    /// a time. With a deadline each image has a fair share of the run, so one huge or slow
+    /// image cannot keep the others from their turn: what it does not finish in its share
+    /// resumes in the next run (ECR uploads resume where they stopped).
     pub async fn sync(&self, images: &[&Image], deadline: Option<Instant>) -> SyncReport {
         let started = Instant::now();
-        let mut report = SyncReport::default();
-        for image in images {
-            report.images.extend(self.sync_image(image, deadline).await);
-        }
-        report.seconds = started.elapsed().as_secs_f64();
-        report
+        let slots = self.image_concurrency.max(1);
+        let share = deadline.map(|d| {
+            let turns = images.len().div_ceil(slots).max(1);
+            (d.saturating_duration_since(started) / u32::try_from(turns).unwrap_or(u32::MAX))
+                .max(MIN_SHARE)
+        });
+        let reports: Vec<Vec<ImageReport>> = stream::iter(images)
+            .map(|image| async move {
+                // Its share counts from its start; the margin stays the run's.
+                let own = deadline
+                    .zip(share)
+                    .map(|(run, share)| run.min(Instant::now() + share + self.deadline_margin));
+                self.sync_image(image, own).await
+            })
+            .buffered(slots)
+            .collect()
+            .await;
+        SyncReport { images: reports.concat(), seconds: started.elapsed().as_secs_f64() }
     }
 
+    /// One image; when the source refused its credentials, once more with the secret read
+    /// again (it may have been rotated since it was cached).
     async fn sync_image(&self, image: &Image, deadline: Option<Instant>) -> Vec<ImageReport> {
+        let reports = self.sync_image_once(image, deadline).await;
+        let refused = reports
+            .iter()
+            .any(|r| matches!(r.outcome, Outcome::Failed { credentials_refused: true, .. }));
+        match (&image.credentials_secret, &self.secrets) {
+            (Some(secret), Some(secrets)) if refused => {
+                tracing::warn!(
+                    source = image.source,
+                    secret,
+                    "credentials refused; reading the secret again"
+                );
+                secrets.forget(secret).await;
+                self.sync_image_once(image, deadline).await
+            }
+            _ => reports,
+        }
+    }
+
+    async fn sync_image_once(&self, image: &Image, deadline: Option<Instant>) -> Vec<ImageReport> {
         let settings = RepositorySettings {
             scan_on_push: image.scan_on_push,
             immutable_tags: image.immutable_tags,
@@ -280,7 +330,10 @@ impl Mirror {
                 Vec::new()
             }
             Some(Err(error)) => {
-                return entry(Outcome::Failed { reason: format!("listing tags: {error}") });
+                return entry(Outcome::Failed {
+                    reason: format!("listing tags: {error}"),
+                    credentials_refused: matches!(error, MirrorError::Unauthorized { .. }),
+                });
             }
         };
         let selection = select(image, &available);
@@ -408,7 +461,8 @@ pub fn requested<'a>(
 }
 
 fn failed(error: &MirrorError) -> Outcome {
-    Outcome::Failed { reason: error.to_string() }
+    let credentials_refused = matches!(error, MirrorError::Unauthorized { .. });
+    Outcome::Failed { reason: error.to_string(), credentials_refused }
 }
 
 /// The companion tags in `available` (signatures, attestations, SBOMs) of images in `reports`.

@@ -127,14 +127,21 @@ impl Destination {
         }
     }
 
-    pub async fn upload(
+    /// Uploads `blob`, read by `open(offset)` from `offset` on: ECR resumes an upload an
+    /// earlier run left; a registry takes the blob whole.
+    pub async fn upload<S, F>(
         &self,
         blob: &Descriptor,
-        stream: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
-    ) -> Result<(), MirrorError> {
+        open: impl Fn(u64) -> F,
+    ) -> Result<(), MirrorError>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+        F: Future<Output = Result<S, MirrorError>>,
+    {
         match &self.target {
-            Target::Ecr(ecr) => ecr.upload(&self.repository, blob, stream).await,
+            Target::Ecr(ecr) => ecr.upload(&self.repository, blob, open).await,
             Target::Registry(registry) => {
+                let stream = open(0).await?;
                 registry.push_blob(&self.reference(registry, &blob.digest), blob, stream).await
             }
         }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use pillar_auth::secrets::{SecretCache, username_password};
+use pillar_auth::secrets::{SECRET_FORMS, SecretCache, credentials, username_password};
 use pillar_config::Manifest;
 
 #[derive(Debug, Subcommand)]
@@ -52,27 +52,33 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Whether every secret `manifest` names can be read and holds `username:password` (what
-/// the mirrors split it into); prints each that does not, at its key.
+/// Whether every secret `manifest` names can be read and holds what the mirrors read from it
+/// (a user and a password; for a registry, a token also does); prints each that does not,
+/// at its key.
 fn secrets_found(manifest: &Manifest) -> anyhow::Result<bool> {
     let repositories = manifest.repositories.iter().enumerate().filter_map(|(n, r)| {
-        Some((format!("repository[{n}].credentials_secret"), r.credentials_secret.as_ref()?))
+        Some((format!("repository[{n}].credentials_secret"), r.credentials_secret.as_ref()?, false))
     });
     let images = manifest.images.iter().enumerate().filter_map(|(n, i)| {
-        Some((format!("image[{n}].credentials_secret"), i.credentials_secret.as_ref()?))
+        Some((format!("image[{n}].credentials_secret"), i.credentials_secret.as_ref()?, true))
     });
-    let named: Vec<(String, &String)> = repositories.chain(images).collect();
+    let named: Vec<(String, &String, bool)> = repositories.chain(images).collect();
     let problems = crate::runtime()?.block_on(async {
         let aws = aws_config::load_from_env().await;
         let secrets =
             SecretCache::new(aws_sdk_secretsmanager::Client::new(&aws), std::time::Duration::MAX);
         let mut problems = Vec::new();
-        for (key, id) in &named {
+        for (key, id, token_allowed) in &named {
             match secrets.get(id).await {
                 Err(error) => problems.push(format!("{key}: {error}")),
-                Ok(value) if username_password(&value).is_none() => problems.push(format!(
-                    "{key}: secret `{id}` is not `username:password`: store the source's user and password (or token) that way"
-                )),
+                Ok(value) if *token_allowed && credentials(&value).is_none() => {
+                    problems.push(format!("{key}: secret `{id}` must hold {SECRET_FORMS}"));
+                }
+                Ok(value) if !*token_allowed && username_password(&value).is_none() => {
+                    problems.push(format!(
+                        "{key}: secret `{id}` must hold `username:password` or the key/value JSON `{{\"username\": ..., \"password\": ...}}` (an access token goes in the password)"
+                    ));
+                }
                 Ok(_) => {}
             }
         }
