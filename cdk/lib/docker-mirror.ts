@@ -12,6 +12,8 @@ import { acknowledgeWildcard } from './nag';
 import { FunctionSource, PillarFunction } from './pillar-function';
 
 const NAMESPACE = 'Pillars/DockerMirror';
+/** The tags of signatures, attestations and SBOMs (`docker_mirror::ecr::COMPANION_TAGS`). */
+const COMPANION_TAGS = 'sha256-*';
 
 export interface DockerMirrorPillarProps {
   readonly source: FunctionSource;
@@ -38,10 +40,22 @@ export class DockerMirrorPillar extends Construct {
       return new ecr.Repository(this, id, {
         repositoryName: image.ecr_repository,
         imageScanOnPush: image.scan_on_push,
-        imageTagMutability: image.immutable_tags ? ecr.TagMutability.IMMUTABLE : ecr.TagMutability.MUTABLE,
-        // Only tagged images expire: platform images and signatures are untagged.
+        // Signatures, attestations and SBOMs (`sha256-…` tags) move when an image is signed
+        // again: they stay mutable on an immutable repository.
+        ...(image.immutable_tags
+          ? {
+              imageTagMutability: ecr.TagMutability.IMMUTABLE_WITH_EXCLUSION,
+              imageTagMutabilityExclusionFilters: [ecr.ImageTagMutabilityExclusionFilter.wildcard(COMPANION_TAGS)],
+            }
+          : { imageTagMutability: ecr.TagMutability.MUTABLE }),
+        // Only tagged images expire, and never a companion: an image matched by a rule of
+        // higher priority cannot be expired by a lower one, so the first rule keeps them
+        // (expiring a signature would have the mirror copy it again, for ever).
         lifecycleRules: image.lifecycle_max_images
-          ? [{ tagStatus: ecr.TagStatus.TAGGED, tagPatternList: ['*'], maxImageCount: image.lifecycle_max_images }]
+          ? [
+              { rulePriority: 1, tagStatus: ecr.TagStatus.TAGGED, tagPatternList: [COMPANION_TAGS], maxImageAge: Duration.days(36500) },
+              { rulePriority: 2, tagStatus: ecr.TagStatus.TAGGED, tagPatternList: ['*'], maxImageCount: image.lifecycle_max_images },
+            ]
           : [],
         removalPolicy: RemovalPolicy.RETAIN,
       });

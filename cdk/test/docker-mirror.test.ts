@@ -1,6 +1,6 @@
 import { Match } from 'aws-cdk-lib/assertions';
 
-import { stacks, template } from './support';
+import { exampleManifest, stacks, template } from './support';
 
 const built = template(stacks().dockerMirror);
 
@@ -19,6 +19,25 @@ test('a retained ECR repository per image, with scanning, mutability and lifecyc
     RepositoryName: 'mirror/base/debian',
     LifecyclePolicy: Match.absent(),
   });
+});
+
+test('an immutable repository keeps companion tags mutable, and its lifecycle rule never expires them', () => {
+  const example = exampleManifest();
+  const immutable = stacks({ ...example, images: example.images.map((i) => ({ ...i, immutable_tags: true })) });
+  const repository = Object.values(template(immutable.dockerMirror).findResources('AWS::ECR::Repository')).find(
+    (r) => r.Properties.RepositoryName === 'mirror/library/alpine',
+  );
+  expect(repository?.Properties.ImageTagMutability).toBe('IMMUTABLE_WITH_EXCLUSION');
+  expect(repository?.Properties.ImageTagMutabilityExclusionFilters).toEqual([
+    { ImageTagMutabilityExclusionFilterType: 'WILDCARD', ImageTagMutabilityExclusionFilterValue: 'sha256-*' },
+  ]);
+  type Rule = { rulePriority: number; selection: { tagPatternList: string[]; countType: string } };
+  const rules = (JSON.parse(repository?.Properties.LifecyclePolicy.LifecyclePolicyText) as { rules: Rule[] }).rules;
+  // The first rule takes the companions, so the counting rule after it cannot expire them.
+  expect(rules.map((r) => [r.rulePriority, r.selection.tagPatternList, r.selection.countType])).toEqual([
+    [1, ['sha256-*'], 'sinceImagePushed'],
+    [2, ['*'], 'imageCountMoreThan'],
+  ]);
 });
 
 test('the mirror runs on a schedule, 15 minutes at most, with ECR rights on its repositories only', () => {

@@ -8,13 +8,17 @@ This adds what the Docker mirror relies on, with ECR's rules:
 - CompleteLayerUpload hashes what was received: a wrong digest is InvalidLayerException,
   an existing layer is LayerAlreadyExistsException;
 - PutImage of an image manifest whose config or layers were never uploaded is
-  LayersNotFoundException; changing an immutable tag is ImageTagAlreadyExistsException;
+  LayersNotFoundException; changing an immutable tag is ImageTagAlreadyExistsException
+  (unless the repository's exclusion filters, IMMUTABLE_WITH_EXCLUSION, name the tag);
 - GetDownloadUrlForLayer answers, as ECR does, a URL that needs no signature (ECR's is a
   presigned S3 URL), served here from the bytes kept on disk (PILLAR_ECR_LAYERS_DIR);
-  a layer the repository lacks is LayersNotFoundException.
+  a layer the repository lacks is LayersNotFoundException;
+- an untagged PutImage (by digest) on a repository with tag exclusion filters, which moto
+  fails on.
 """
 
 import base64
+import fnmatch
 import hashlib
 import json
 import os
@@ -23,7 +27,7 @@ import uuid
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
-from moto.ecr.models import ecr_backends
+from moto.ecr.models import ECRBackend, ecr_backends
 from moto.ecr.responses import ECRResponse
 
 from errors import error
@@ -130,7 +134,11 @@ def put_image(self):
         raise error("LayersNotFoundException", f"layers not found: {', '.join(missing)}")
     tag = self._get_param("imageTag")
     text = self._get_param("imageManifest")
-    if tag and repo.is_tag_immutable():
+    excluded = any(
+        f.get("filterType") == "WILDCARD" and fnmatch.fnmatchcase(tag or "", f.get("filter", ""))
+        for f in repo.image_tag_mutability_exclusion_filters or []
+    )
+    if tag and repo.is_tag_immutable() and not excluded:
         for image in repo.images:
             if tag in (image.image_tags or []) and image.image_manifest != text:
                 raise error(
@@ -171,7 +179,19 @@ def dispatch(self, environ, start_response):
     return iter(lambda: stored.read(1 << 20), b"")
 
 
+original_resolve = ECRBackend._resolve_image_tag_mutability
+
+
+def resolve_image_tag_mutability(self, repository, proposed_image_tag):
+    """An untagged push (by digest) moves no tag: moto 5.2 fails on it when the repository
+    has exclusion filters (it matches them against None)."""
+    if proposed_image_tag is None:
+        return []
+    return original_resolve(self, repository, proposed_image_tag)
+
+
 def install():
+    ECRBackend._resolve_image_tag_mutability = resolve_image_tag_mutability
     ECRResponse.get_download_url_for_layer = get_download_url_for_layer
     DomainDispatcherApplication.__call__ = dispatch
     ECRResponse.batch_check_layer_availability = batch_check_layer_availability

@@ -298,3 +298,68 @@ fn a_layer_longer_than_a_run_resumes_where_it_stopped_and_other_images_go_on() {
     assert!(outcomes.last().is_some_and(|o| o.0), "the big one converged: {outcomes:?}");
     assert_eq!(ecr_images(&big), 1);
 }
+
+fn immutable_image(repository: &str, tags: &str) -> pillar_config::Manifest {
+    let text = format!(
+        "[[image]]\nsource = \"{}/{repository}\"\necr_repository = \"{repository}\"\ntags = {tags}\nimmutable_tags = true\n",
+        env("PILLAR_SOURCE_REGISTRY")
+    );
+    pillar_config::Manifest::parse(&text, std::path::Path::new("t.toml")).expect("manifest")
+}
+
+/// The digest ECR's `repository` holds under `tag_or_digest`.
+fn ecr_digest(repository: &str, tag_or_digest: &str) -> Option<String> {
+    let ecr = docker_mirror::ecr::Ecr::new(aws_sdk_ecr::Client::new(&crate::support::aws_config()));
+    runtime().block_on(ecr.manifest_digest(repository, tag_or_digest)).expect("BatchGetImage")
+}
+
+/// A source tag moved while the ECR repository is immutable: the new image is pushed by
+/// digest, the refusal names both digests, and later runs copy nothing again.
+#[test]
+fn a_moved_tag_on_an_immutable_repository_is_pushed_by_digest_and_not_copied_again() {
+    let repository = unique("dm/immutable");
+    let first = push(&spec(&["linux/amd64"], &[64 * 1024], false), &repository, "1");
+    let manifest = immutable_image(&repository, "[\"1\"]");
+    let images: Vec<_> = manifest.images.iter().collect();
+    let mirror = Mirror::from_aws(&crate::support::aws_config(), Duration::from_secs(300));
+    assert_eq!(runtime().block_on(mirror.sync(&images, None)).copied(), 1);
+
+    let second = push(&spec(&["linux/amd64"], &[64 * 1024], false), &repository, "1");
+    let refused = runtime().block_on(mirror.sync(&images, None));
+    let Outcome::Failed { reason, .. } = &refused.images[0].outcome else {
+        panic!("{:?}", refused.images)
+    };
+    assert!(reason.contains(&first) && reason.contains(&second), "{reason}");
+    assert_eq!(ecr_digest(&repository, &second).as_deref(), Some(second.as_str()), "by digest");
+    assert_eq!(ecr_digest(&repository, "1").as_deref(), Some(first.as_str()), "the tag holds");
+
+    let served = crate::docker_mirror::blob_bytes_served(&repository);
+    let again = runtime().block_on(mirror.sync(&images, None));
+    assert!(matches!(again.images[0].outcome, Outcome::Failed { .. }), "{:?}", again.images);
+    assert_eq!(
+        crate::docker_mirror::blob_bytes_served(&repository),
+        served,
+        "nothing copied again"
+    );
+}
+
+/// A signature tag (`sha256-<digest>.sig`) moves when the image is signed again; on an
+/// immutable repository it stays mutable, so the image does not fail every run.
+#[test]
+fn a_re_signed_image_on_an_immutable_repository_mirrors_its_new_signature() {
+    let repository = unique("dm/signed");
+    let digest = push(&spec(&["linux/amd64"], &[4096], false), &repository, "1");
+    let signature = format!("sha256-{}.sig", digest.trim_start_matches("sha256:"));
+    let first = push(&spec(&["linux/amd64"], &[512], false), &repository, &signature);
+    let manifest = immutable_image(&repository, "[\"1\"]");
+    let images: Vec<_> = manifest.images.iter().collect();
+    let mirror = Mirror::from_aws(&crate::support::aws_config(), Duration::from_secs(300));
+    let report = runtime().block_on(mirror.sync(&images, None));
+    assert_eq!((report.copied(), report.failed()), (2, 0), "{:?}", report.images);
+    assert_eq!(ecr_digest(&repository, &signature), Some(first));
+
+    let resigned = push(&spec(&["linux/amd64"], &[512], false), &repository, &signature);
+    let report = runtime().block_on(mirror.sync(&images, None));
+    assert_eq!(report.failed(), 0, "{:?}", report.images);
+    assert_eq!(ecr_digest(&repository, &signature), Some(resigned), "the signature tag moved");
+}

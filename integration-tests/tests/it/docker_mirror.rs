@@ -86,7 +86,7 @@ pub(crate) fn stdout(output: &Output) -> String {
 }
 
 /// Blob bytes the source registry served to the mirror for `repository`, from its access log.
-fn blob_bytes_served(repository: &str) -> u64 {
+pub(crate) fn blob_bytes_served(repository: &str) -> u64 {
     let log = PathBuf::from(env("PILLAR_RUN_DIR")).join("source-registry.log");
     let log = std::fs::read_to_string(log).expect("source registry log");
     let request = format!("\"GET /v2/{repository}/blobs/");

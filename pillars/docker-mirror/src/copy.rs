@@ -88,11 +88,47 @@ impl Copier {
         digest: &str,
     ) -> Result<(u64, usize), MirrorError> {
         to.prepare().await?;
-        let (bytes, media_type, uploaded) = self.copy_manifest(source, image, to, digest).await?;
-        self.retry.run(|| to.put_manifest(&bytes, &media_type, digest, tag)).await?;
+        // Already there by digest (a tag moved back, or a tag move an immutable repository
+        // refused last run): only the tag is pushed, nothing is copied again.
+        let present =
+            self.retry.run(|| to.manifest_digest(digest)).await?.as_deref() == Some(digest);
+        let (bytes, media_type, uploaded) = match present {
+            true => {
+                let (bytes, parsed) = self.read_manifest(source, image, digest).await?;
+                (bytes, parsed.media_type().to_owned(), 0)
+            }
+            false => self.copy_manifest(source, image, to, digest).await?,
+        };
+        self.put_tagged(to, &bytes, &media_type, digest, tag).await?;
         let referrers = self.missing_referrers(source, image, to, digest).await?;
         let referrer_bytes = self.copy_referrers(source, image, to, &referrers).await?;
         Ok((uploaded + referrer_bytes, referrers.len()))
+    }
+
+    /// Pushes the manifest under `tag`. Where an immutable tag holds another image, the
+    /// manifest is pushed by digest (pullable so), and the refusal names both digests.
+    async fn put_tagged(
+        &self,
+        to: &Destination,
+        bytes: &Bytes,
+        media_type: &str,
+        digest: &str,
+        tag: Option<&str>,
+    ) -> Result<(), MirrorError> {
+        match self.retry.run(|| to.put_manifest(bytes, media_type, digest, tag)).await {
+            Err(MirrorError::ImmutableTag { what, tag }) => {
+                self.retry.run(|| to.put_manifest(bytes, media_type, digest, None)).await?;
+                let held = to.manifest_digest(&tag).await.ok().flatten();
+                let held = held.unwrap_or_else(|| "another image".to_owned());
+                Err(MirrorError::ImmutableTag {
+                    what: format!(
+                        "{what} (it holds {held}; the source's {digest} is in the target by digest now)"
+                    ),
+                    tag,
+                })
+            }
+            other => other,
+        }
     }
 
     /// The referrers of `digest` (signatures, attestations, SBOMs) the source lists and
@@ -148,18 +184,7 @@ impl Copier {
         digest: &'a str,
     ) -> BoxFuture<'a, Result<(Bytes, String, u64), MirrorError>> {
         async move {
-            let by_digest = image.clone_with_digest(digest.to_owned());
-            let bytes = self.retry.run(|| source.manifest(&by_digest)).await?;
-            let actual = manifest::sha256_digest(&bytes);
-            if digest.starts_with("sha256:") && actual != digest {
-                return Err(MirrorError::DigestMismatch {
-                    what: by_digest.whole(),
-                    digest: digest.to_owned(),
-                    detail: format!("the manifest served hashes to {actual}"),
-                });
-            }
-            let parsed = manifest::parse(&bytes)
-                .map_err(|message| MirrorError::Manifest { what: by_digest.whole(), message })?;
+            let (bytes, parsed) = self.read_manifest(source, image, digest).await?;
             let uploaded = match &parsed {
                 Parsed::Index { children, .. } => {
                     let mut uploaded = 0;
@@ -173,6 +198,28 @@ impl Copier {
             Ok((bytes, parsed.media_type().to_owned(), uploaded))
         }
         .boxed()
+    }
+
+    /// The source's manifest `digest` of `image`, checked against its digest, and parsed.
+    async fn read_manifest(
+        &self,
+        source: &Registry,
+        image: &Reference,
+        digest: &str,
+    ) -> Result<(Bytes, Parsed), MirrorError> {
+        let by_digest = image.clone_with_digest(digest.to_owned());
+        let bytes = self.retry.run(|| source.manifest(&by_digest)).await?;
+        let actual = manifest::sha256_digest(&bytes);
+        if digest.starts_with("sha256:") && actual != digest {
+            return Err(MirrorError::DigestMismatch {
+                what: by_digest.whole(),
+                digest: digest.to_owned(),
+                detail: format!("the manifest served hashes to {actual}"),
+            });
+        }
+        let parsed = manifest::parse(&bytes)
+            .map_err(|message| MirrorError::Manifest { what: by_digest.whole(), message })?;
+        Ok((bytes, parsed))
     }
 
     /// A child manifest (platform image, attestation, referrer), pushed by digest unless

@@ -42,6 +42,9 @@ pub struct Ecr {
 /// at most (blobs copied at once + 2 × this) parts of 10 MiB.
 const PARTS_IN_FLIGHT: usize = 2;
 
+/// The tags cosign and the referrers fallback give signatures, attestations and SBOMs.
+pub const COMPANION_TAGS: &str = "sha256-*";
+
 /// The repository tag that records an interrupted upload of `digest`.
 fn progress_key(digest: &str) -> String {
     let hex = digest.trim_start_matches("sha256:");
@@ -101,10 +104,21 @@ impl Ecr {
                             .build(),
                     )
                     .image_tag_mutability(if settings.immutable_tags {
-                        ImageTagMutability::Immutable
+                        // Signatures, attestations and SBOMs move their `sha256-…` tags when
+                        // an image is signed again: they stay mutable.
+                        ImageTagMutability::ImmutableWithExclusion
                     } else {
                         ImageTagMutability::Mutable
                     })
+                    .set_image_tag_mutability_exclusion_filters(settings.immutable_tags.then(|| {
+                        vec![
+                            aws_sdk_ecr::types::ImageTagMutabilityExclusionFilter::builder()
+                                .filter_type(aws_sdk_ecr::types::ImageTagMutabilityExclusionFilterType::Wildcard)
+                                .filter(COMPANION_TAGS)
+                                .build()
+                                .expect("a type and a filter are set"),
+                        ]
+                    }))
                     .send()
                     .await;
                 match created {

@@ -279,7 +279,7 @@ fn schedules_cannot_overlap_their_runs_and_the_prefix_names_the_pillars_own_grou
 #[test]
 fn the_checked_manifest_serialises_with_defaults_and_patterns_as_text() {
     let text = format!(
-        "{VALID}\n[[image]]\nsource = \"localhost:5000/team/app\"\necr_repository = \"mirror/app\"\ninclude = ['^v\\d']\nsemver = \">=1.2\"\nlifecycle_max_images = 20\n\n[logging]\nstream = \"logs\"\n"
+        "{VALID}\n[[image]]\nsource = \"localhost:5000/team/app\"\necr_repository = \"mirror/app\"\ninclude = ['^v\\d']\nsemver = \">=1.2\"\nkeep_newest = 10\nlifecycle_max_images = 20\n\n[logging]\nstream = \"logs\"\n"
     );
     let json = serde_json::to_value(parse(&text).expect("valid")).expect("json");
     assert_eq!(json["images"][1]["include"], serde_json::json!([r"^v\d"]));
@@ -289,4 +289,19 @@ fn the_checked_manifest_serialises_with_defaults_and_patterns_as_text() {
     assert_eq!(json["logging"]["log_group_prefix"], "/pillar/");
     assert_eq!(json["source_control"]["max_receive_count"], 5);
     assert_eq!(json["repositories"][0]["bitbucket"], "NET/net");
+}
+
+#[test]
+fn a_lifecycle_rule_must_keep_every_selected_tag() {
+    let image = |extra: &str| {
+        format!(
+            "{VALID}\n[[image]]\nsource = \"registry.example.com/app\"\necr_repository = \"mirror/app\"\ntags = [\"a\", \"b\"]\n{extra}\n"
+        )
+    };
+    let too_few = problems(&image("include = ['^v']\nkeep_newest = 5\nlifecycle_max_images = 6"));
+    assert_eq!(keys(&too_few), ["image[1].lifecycle_max_images"]);
+    assert!(too_few[0].message.contains("fewer than the 7 tags"), "{}", too_few[0].message);
+    let unbounded = problems(&image("include = ['^v']\nlifecycle_max_images = 50"));
+    assert!(unbounded[0].message.contains("set `keep_newest`"), "{}", unbounded[0].message);
+    assert!(parse(&image("include = ['^v']\nkeep_newest = 5\nlifecycle_max_images = 7")).is_ok());
 }

@@ -193,11 +193,27 @@ fn images(manifest: &Manifest, p: &mut Problems) {
                 "a Secrets Manager secret name or ARN",
             );
         }
-        if image.lifecycle_max_images == Some(0) {
-            p.add(
+        let patterns = !image.include.is_empty() || image.semver.is_some();
+        match image.lifecycle_max_images {
+            Some(0) => p.add(
                 at("lifecycle_max_images"),
                 "0 would expire every image: remove it, or give at least 1",
-            );
+            ),
+            // The rule would expire tags the mirror copies again next run, for ever.
+            Some(_) if patterns && image.keep_newest.is_none() => p.add(
+                at("lifecycle_max_images"),
+                "the patterns select any number of tags, which the rule could expire and the mirror copy again: set `keep_newest` too",
+            ),
+            Some(max) => {
+                let selected = image.tags.len() + image.keep_newest.unwrap_or(0);
+                if (max as usize) < selected {
+                    p.add(
+                        at("lifecycle_max_images"),
+                        format!("{max} is fewer than the {selected} tags selected (`tags` and `keep_newest`): the rule would expire tags the mirror copies again next run, for ever"),
+                    );
+                }
+            }
+            None => {}
         }
     }
 }
