@@ -7,7 +7,8 @@ This adds what the Docker mirror relies on, with ECR's rules:
 - parts must be consecutive (partFirstByte = bytes received so far), else InvalidLayerPartException;
 - CompleteLayerUpload hashes what was received: a wrong digest is InvalidLayerException,
   an existing layer is LayerAlreadyExistsException;
-- PutImage of an image manifest whose config or layers were never uploaded is
+- PutImage of an image manifest whose config or layers (an artifact manifest: blobs;
+  foreign layers excepted, which are never pushed) were never uploaded is
   LayersNotFoundException; changing an immutable tag is ImageTagAlreadyExistsException
   (unless the repository's exclusion filters, IMMUTABLE_WITH_EXCLUSION, name the tag);
 - GetDownloadUrlForLayer answers, as ECR does, a URL that needs no signature (ECR's is a
@@ -129,6 +130,9 @@ def put_image(self):
     repo, key = repository(self)
     manifest = json.loads(self._get_param("imageManifest"))
     wanted = [manifest["config"]] + manifest.get("layers", []) if "config" in manifest else []
+    wanted += manifest.get("blobs", [])  # an artifact manifest's
+    # Foreign (non-distributable) layers are fetched from their URLs, never pushed.
+    wanted = [d for d in wanted if ".foreign." not in d.get("mediaType", "") and ".nondistributable." not in d.get("mediaType", "")]
     missing = [d["digest"] for d in wanted if d["digest"] not in LAYERS.get(key, set())]
     if missing:
         raise error("LayersNotFoundException", f"layers not found: {', '.join(missing)}")

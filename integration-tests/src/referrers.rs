@@ -1,6 +1,8 @@
 //! The OCI referrers API in front of a registry that lacks it (Debian's `docker-registry`
 //! 2.8): answers `GET /v2/<name>/referrers/<digest>` with the index a test sets, and passes
-//! every other request through to the registry, streaming both ways.
+//! every other request through to the registry, streaming both ways. Listings may come in
+//! pages of a set size, each with a `Link: <…>; rel="next"` to the next (OCI distribution
+//! spec, "Listing Referrers": registries may paginate as for tags).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,8 +18,10 @@ use futures_util::TryStreamExt;
 struct Proxy {
     upstream: String,
     client: reqwest::Client,
-    /// subject digest -> OCI index listing its referrers
-    referrers: Mutex<HashMap<String, String>>,
+    /// subject digest -> its referrers' descriptors
+    referrers: Mutex<HashMap<String, Vec<serde_json::Value>>>,
+    /// Descriptors per page (all in one when unset).
+    page: Mutex<Option<usize>>,
 }
 
 /// A registry with the referrers API, on its own runtime.
@@ -40,6 +44,7 @@ impl ReferrersRegistry {
                 .build()
                 .expect("client"),
             referrers: Mutex::new(HashMap::new()),
+            page: Mutex::new(None),
         });
         let app = axum::Router::new().fallback(handle).with_state(Arc::clone(&proxy));
         runtime.spawn(async move { axum::serve(listener, app).await });
@@ -58,16 +63,12 @@ impl ReferrersRegistry {
                 })
             })
             .collect();
-        let index = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": entries,
-        });
-        self.proxy
-            .referrers
-            .lock()
-            .expect("referrers")
-            .insert(subject.to_owned(), index.to_string());
+        self.proxy.referrers.lock().expect("referrers").insert(subject.to_owned(), entries);
+    }
+
+    /// From now on, listings come `size` descriptors a page.
+    pub fn paginate(&self, size: usize) {
+        *self.proxy.page.lock().expect("page") = Some(size.max(1));
     }
 }
 
@@ -75,15 +76,30 @@ async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     let path = request.uri().path().to_owned();
     if let Some((_, digest)) = path.strip_prefix("/v2/").and_then(|p| p.rsplit_once("/referrers/"))
     {
-        let index = proxy.referrers.lock().expect("referrers").get(digest).cloned();
-        let index = index.unwrap_or_else(|| {
-            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#.to_owned()
+        let all =
+            proxy.referrers.lock().expect("referrers").get(digest).cloned().unwrap_or_default();
+        let size = proxy.page.lock().expect("page").unwrap_or(all.len().max(1));
+        let page: usize = request
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("page="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let shown: Vec<_> = all.iter().skip(page * size).take(size).cloned().collect();
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": shown,
         });
-        let mut response = index.into_response();
+        let mut response = index.to_string().into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/vnd.oci.image.index.v1+json"),
         );
+        if (page + 1) * size < all.len() {
+            let next = format!("<{path}?page={}>; rel=\"next\"", page + 1);
+            response.headers_mut().insert(header::LINK, next.parse().expect("a header value"));
+        }
         return response;
     }
     match forward(&proxy, request).await {

@@ -152,6 +152,28 @@ fn signatures_added_after_the_image_are_copied_and_a_failed_referrer_counts() {
 }
 
 #[test]
+fn a_referrer_listing_in_pages_is_read_to_its_last_page() {
+    let repository = unique("dm/paged");
+    let image = push(&spec(&["linux/amd64"], &[4096], false), &repository, "1");
+    let registry = ReferrersRegistry::start(&env("PILLAR_SOURCE_REGISTRY"));
+    let (first, first_size) = push_signature(&repository, &image);
+    let (second, second_size) = push_signature(&repository, &image);
+    let kind = "application/vnd.dev.cosign.artifact.sig.v1+json";
+    let manifest_type = "application/vnd.oci.image.manifest.v1+json";
+    registry.set_referrers(
+        &image,
+        &[(manifest_type, &first, first_size, kind), (manifest_type, &second, second_size, kind)],
+    );
+    registry.paginate(1);
+    let from = format!("{}/{repository}:1", registry.address);
+    let report = mirror_json(&from, &target(&repository, "1"));
+    assert_eq!(report["images"][0]["referrers"], 2, "both pages: {report}");
+    for signature in [&first, &second] {
+        assert!(exists(&format!("{}/{repository}@{signature}", env("PILLAR_TARGET_REGISTRY"))));
+    }
+}
+
+#[test]
 fn tag_listing_follows_the_link_header_past_a_short_page() {
     let (address, _) = scripted_registry(|_, line| match line {
         _ if line.contains("last=b") => (
@@ -362,4 +384,50 @@ fn a_re_signed_image_on_an_immutable_repository_mirrors_its_new_signature() {
     let report = runtime().block_on(mirror.sync(&images, None));
     assert_eq!(report.failed(), 0, "{:?}", report.images);
     assert_eq!(ecr_digest(&repository, &signature), Some(resigned), "the signature tag moved");
+}
+
+/// A manifest over ECR's 4 MiB: whether any blob was asked for.
+static BLOB_ASKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A 5 MiB image manifest (padded by an annotation) and its digest.
+fn oversized_manifest() -> &'static (String, String) {
+    static MANIFEST: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    MANIFEST.get_or_init(|| {
+        let body = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": format!("sha256:{}", "1".repeat(64)), "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": format!("sha256:{}", "2".repeat(64)), "size": 10}],
+            "annotations": {"pad": "x".repeat(5 * MIB as usize)},
+        })
+        .to_string();
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(body.as_bytes())));
+        (body, digest)
+    })
+}
+
+#[test]
+fn a_manifest_too_large_for_ecr_is_refused_before_any_blob_is_copied() {
+    let (address, _) = scripted_registry(|_, line| {
+        let (body, digest) = oversized_manifest();
+        if line.contains("/blobs/") {
+            BLOB_ASKED.store(true, std::sync::atomic::Ordering::SeqCst);
+            return ("404 Not Found", "", "{}");
+        }
+        if line.contains("/manifests/") {
+            let header: &'static str =
+                Box::leak(format!("Docker-Content-Digest: {digest}\r\n").into_boxed_str());
+            return ("200 OK", header, body.as_str());
+        }
+        ("200 OK", "", "{}")
+    });
+    let repository = unique("dm/oversized");
+    let output = mirror(&format!("{address}/app:1"), &format!("ecr:{repository}:1"), &["--json"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).expect("json");
+    let reason = report["images"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("takes at most 4194304"), "{reason}");
+    assert!(!BLOB_ASKED.load(std::sync::atomic::Ordering::SeqCst), "no blob was asked for");
 }

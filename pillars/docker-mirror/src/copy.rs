@@ -185,6 +185,18 @@ impl Copier {
     ) -> BoxFuture<'a, Result<(Bytes, String, u64), MirrorError>> {
         async move {
             let (bytes, parsed) = self.read_manifest(source, image, digest).await?;
+            // Refused before anything it references is copied, not after, every run.
+            if let Some(limit) = to.manifest_limit()
+                && bytes.len() > limit
+            {
+                return Err(MirrorError::Manifest {
+                    what: image.clone_with_digest(digest.to_owned()).whole(),
+                    message: format!(
+                        "the manifest is {} bytes and {to} takes at most {limit}: not copied",
+                        bytes.len()
+                    ),
+                });
+            }
             let uploaded = match &parsed {
                 Parsed::Index { children, .. } => {
                     let mut uploaded = 0;
@@ -263,7 +275,7 @@ impl Copier {
         blobs: &[Descriptor],
     ) -> Result<u64, MirrorError> {
         let mut unique: Vec<Descriptor> = Vec::with_capacity(blobs.len());
-        for blob in blobs {
+        for blob in blobs.iter().filter(|b| !b.is_foreign()) {
             if !unique.iter().any(|b| b.digest == blob.digest) {
                 unique.push(blob.clone());
             }

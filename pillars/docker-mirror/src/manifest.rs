@@ -8,9 +8,13 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// OCI 1.1's release candidates' artifact manifest (`blobs`, no config), which some
+/// registries and tools still write for signatures and SBOMs.
+pub const OCI_ARTIFACT: &str = "application/vnd.oci.artifact.manifest.v1+json";
 
 /// Every manifest kind the mirror copies, for `Accept` headers and ECR's `acceptedMediaTypes`.
-pub const MEDIA_TYPES: [&str; 4] = [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST];
+pub const MEDIA_TYPES: [&str; 5] =
+    [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST, OCI_ARTIFACT];
 
 /// A content descriptor: what a manifest says about a blob or a child manifest.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -22,6 +26,15 @@ pub struct Descriptor {
     pub size: u64,
 }
 
+impl Descriptor {
+    /// A foreign (non-distributable) layer, such as a Windows base layer: its manifest says
+    /// where to fetch it, and registries neither serve nor need it. It is left as it is, as
+    /// skopeo and crane leave it.
+    pub fn is_foreign(&self) -> bool {
+        self.media_type.contains(".foreign.") || self.media_type.contains(".nondistributable.")
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Raw {
@@ -31,6 +44,8 @@ struct Raw {
     config: Option<Descriptor>,
     #[serde(default)]
     layers: Vec<Descriptor>,
+    /// An artifact manifest's content.
+    blobs: Option<Vec<Descriptor>>,
 }
 
 /// What a manifest references.
@@ -63,6 +78,9 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, String> {
         (None, Some(config)) => {
             let blobs = std::iter::once(config).chain(raw.layers).collect();
             Ok(Parsed::Image { media_type, blobs })
+        }
+        (None, None) if media_type == OCI_ARTIFACT => {
+            Ok(Parsed::Image { media_type, blobs: raw.blobs.unwrap_or_default() })
         }
         _ if media_type == "application/vnd.docker.distribution.manifest.v1+json"
             || media_type == "application/vnd.docker.distribution.manifest.v1+prettyjws" =>
@@ -104,6 +122,27 @@ mod tests {
         let digests: Vec<_> = blobs.iter().map(|b| b.digest.as_str()).collect();
         assert_eq!(digests, ["sha256:c", "sha256:l1", "sha256:l2"]);
         assert_eq!(parsed.media_type(), OCI_MANIFEST);
+    }
+
+    #[test]
+    fn an_artifact_manifest_lists_its_blobs() {
+        let artifact = br#"{"mediaType":"application/vnd.oci.artifact.manifest.v1+json","artifactType":"application/spdx+json",
+            "blobs":[{"mediaType":"application/spdx+json","digest":"sha256:b","size":9}],
+            "subject":{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:s","size":1}}"#;
+        let Parsed::Image { media_type, blobs } = parse(artifact).unwrap() else { panic!("blobs") };
+        assert_eq!((media_type.as_str(), blobs[0].digest.as_str()), (OCI_ARTIFACT, "sha256:b"));
+    }
+
+    #[test]
+    fn foreign_layers_are_known_by_their_media_type() {
+        let layer = |media_type: &str| Descriptor {
+            media_type: media_type.to_owned(),
+            digest: "sha256:l".into(),
+            size: 1,
+        };
+        assert!(layer("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip").is_foreign());
+        assert!(layer("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip").is_foreign());
+        assert!(!layer("application/vnd.oci.image.layer.v1.tar+gzip").is_foreign());
     }
 
     #[test]

@@ -274,26 +274,40 @@ impl Registry {
     /// Manifests that name `image` (by digest) as their subject, from the OCI referrers API;
     /// none where the registry lacks it (referrers stored under the tag schema come with
     /// the companion tags).
+    /// Pages are followed by their `Link` header, as tag lists are.
     pub async fn referrers(&self, image: &Reference) -> Result<Vec<Descriptor>, MirrorError> {
         let digest = image.digest().unwrap_or_default();
-        let path = format!("{}/referrers/{digest}", image.repository());
-        let response = match self.request(Method::GET, image, &path, OCI_INDEX).await {
-            Ok(response) => response,
-            Err(MirrorError::NotFound { .. }) => return Ok(Vec::new()),
-            Err(MirrorError::Registry { message, .. }) if message.starts_with("HTTP 405") => {
-                return Ok(Vec::new());
+        let mut next = Some(format!("{}/referrers/{digest}", image.repository()));
+        let mut referrers: Vec<Descriptor> = Vec::new();
+        while let Some(path) = next.take() {
+            let response = match self.request(Method::GET, image, &path, OCI_INDEX).await {
+                Ok(response) => response,
+                Err(MirrorError::NotFound { .. }) => return Ok(referrers),
+                Err(MirrorError::Registry { message, .. }) if message.starts_with("HTTP 405") => {
+                    return Ok(referrers);
+                }
+                Err(error) => return Err(error),
+            };
+            let link = next_link(response.headers());
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| MirrorError::transport(image.whole(), &self.host, e))?;
+            let index: Index =
+                serde_json::from_slice(&body).map_err(|e| MirrorError::Registry {
+                    what: image.whole(),
+                    message: format!("unreadable referrers index: {e}"),
+                })?;
+            let before = referrers.len();
+            for found in index.manifests {
+                if !referrers.iter().any(|r| r.digest == found.digest) {
+                    referrers.push(found);
+                }
             }
-            Err(error) => return Err(error),
-        };
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| MirrorError::transport(image.whole(), &self.host, e))?;
-        let index: Index = serde_json::from_slice(&body).map_err(|e| MirrorError::Registry {
-            what: image.whole(),
-            message: format!("unreadable referrers index: {e}"),
-        })?;
-        Ok(index.manifests)
+            // A page that brings nothing new ends it, whatever its link says.
+            next = link.filter(|_| referrers.len() > before);
+        }
+        Ok(referrers)
     }
 
     /// Streams a blob; the stream fails at its end when the bytes do not match the digest.

@@ -40,6 +40,15 @@ impl Destination {
         crate::refs::reference(registry.host(), &self.repository, tag_or_digest)
     }
 
+    /// The largest manifest the target takes: ECR's 4 MiB (its PutImage limit); a
+    /// registry's is its own.
+    pub fn manifest_limit(&self) -> Option<usize> {
+        match &self.target {
+            Target::Ecr(_) => Some(4 * 1024 * 1024),
+            Target::Registry(_) => None,
+        }
+    }
+
     /// Creates the repository if the target needs that (ECR); registries create on push.
     pub async fn prepare(&self) -> Result<(), MirrorError> {
         match &self.target {
