@@ -4,6 +4,7 @@ import { Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as ecr from 'aws-cdk-lib/aws-ecr';
 import * as iam from 'aws-cdk-lib/aws-iam';
+import * as kms from 'aws-cdk-lib/aws-kms';
 import { Construct } from 'constructs';
 
 import { AlarmTopic, pillarMetric, readinessAlarm, readinessMetric } from './alarms';
@@ -40,6 +41,9 @@ export class DockerMirrorPillar extends Construct {
       return new ecr.Repository(this, id, {
         repositoryName: image.ecr_repository,
         imageScanOnPush: image.scan_on_push,
+        ...(image.kms_key
+          ? { encryption: ecr.RepositoryEncryption.KMS, encryptionKey: kms.Key.fromKeyArn(this, `${id}-Key`, image.kms_key) }
+          : {}),
         // Signatures, attestations and SBOMs (`sha256-…` tags) move when an image is signed
         // again: they stay mutable on an immutable repository.
         ...(image.immutable_tags

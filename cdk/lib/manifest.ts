@@ -26,6 +26,8 @@ export interface ImageConfig {
   readonly scan_on_push: boolean;
   readonly immutable_tags: boolean;
   readonly lifecycle_max_images: number | null;
+  /** The image's key, or else the pillar's (`pillar config check` fills it in). */
+  readonly kms_key: string | null;
 }
 
 export interface LoggingConfig {

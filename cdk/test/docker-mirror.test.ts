@@ -40,6 +40,18 @@ test('an immutable repository keeps companion tags mutable, and its lifecycle ru
   ]);
 });
 
+test('a repository is encrypted with the key the manifest names for it, else AES256', () => {
+  const example = exampleManifest();
+  const key = 'arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab';
+  const keyed = stacks({ ...example, images: example.images.map((i, n) => ({ ...i, kms_key: n === 0 ? key : null })) });
+  const repositories = template(keyed.dockerMirror).findResources('AWS::ECR::Repository');
+  const encryption = Object.values(repositories).map((r) => [r.Properties.RepositoryName, r.Properties.EncryptionConfiguration]);
+  expect(encryption).toEqual([
+    ['mirror/library/alpine', { EncryptionType: 'KMS', KmsKey: key }],
+    ['mirror/base/debian', undefined],
+  ]);
+});
+
 test('the mirror runs on a schedule, 15 minutes at most, with ECR rights on its repositories only', () => {
   built.hasResourceProperties('AWS::Scheduler::Schedule', { ScheduleExpression: 'rate(1 hour)' });
   built.hasResourceProperties('AWS::Lambda::Function', {

@@ -221,10 +221,7 @@ fn a_layer_missing_from_a_registry_target_fails_the_pull_and_names_it() {
     let to = Destination {
         target: Target::Registry(registry),
         repository: image.clone(),
-        settings: docker_mirror::ecr::RepositorySettings {
-            scan_on_push: false,
-            immutable_tags: false,
-        },
+        settings: docker_mirror::ecr::RepositorySettings::default(),
     };
     let healthy = runtime().block_on(mirror.check(&manifest.images[0], &to));
     assert!(healthy.ready(), "{}", healthy.summary());

@@ -431,3 +431,28 @@ fn a_manifest_too_large_for_ecr_is_refused_before_any_blob_is_copied() {
     assert!(reason.contains("takes at most 4194304"), "{reason}");
     assert!(!BLOB_ASKED.load(std::sync::atomic::Ordering::SeqCst), "no blob was asked for");
 }
+
+/// A repository the mirror creates is encrypted with the manifest's key.
+#[test]
+fn a_repository_the_mirror_creates_is_encrypted_with_the_manifests_kms_key() {
+    let repository = unique("dm/kms");
+    push(&spec(&["linux/amd64"], &[4096], false), &repository, "1");
+    let key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let text = format!(
+        "[[image]]\nsource = \"{}/{repository}\"\necr_repository = \"{repository}\"\ntags = [\"1\"]\n\n[docker_mirror]\nkms_key = \"{key}\"\n",
+        env("PILLAR_SOURCE_REGISTRY")
+    );
+    let manifest =
+        pillar_config::Manifest::parse(&text, std::path::Path::new("t.toml")).expect("manifest");
+    let images: Vec<_> = manifest.images.iter().collect();
+    let mirror = Mirror::from_aws(&crate::support::aws_config(), Duration::from_secs(300));
+    assert_eq!(runtime().block_on(mirror.sync(&images, None)).copied(), 1);
+    let described = crate::support::python(
+        "import sys, json, boto3\n\
+         r = boto3.client('ecr').describe_repositories(repositoryNames=[sys.argv[1]])['repositories'][0]\n\
+         print(json.dumps(r['encryptionConfiguration']))",
+        &[&repository],
+    );
+    let encryption: Value = serde_json::from_str(&described).expect("json");
+    assert_eq!(encryption, serde_json::json!({"encryptionType": "KMS", "kmsKey": key}));
+}

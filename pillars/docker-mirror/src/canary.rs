@@ -138,11 +138,8 @@ impl Mirror {
                 tracing::warn!(image = image.source, "not checked: too close to the deadline");
                 break;
             }
-            let settings = RepositorySettings {
-                scan_on_push: image.scan_on_push,
-                immutable_tags: image.immutable_tags,
-            };
-            let check = match self.ecr(&image.ecr_repository, settings) {
+            let settings = RepositorySettings::of(image);
+            let check = match self.ecr(&image.ecr_repository, settings.clone()) {
                 Ok(api) => match self.ecr_registry(&image.ecr_repository, settings).await {
                     Ok(Some(registry)) => {
                         let mut check = self.check(image, &registry).await;

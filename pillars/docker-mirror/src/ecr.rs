@@ -20,10 +20,23 @@ const CHECK_BATCH: usize = 100;
 const DEFAULT_PART: usize = 10 * 1024 * 1024;
 
 /// How a repository the mirror creates is configured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Default)]
 pub struct RepositorySettings {
     pub scan_on_push: bool,
     pub immutable_tags: bool,
+    /// The KMS key ARN to encrypt with; AES256 without one.
+    pub kms_key: Option<String>,
+}
+
+impl RepositorySettings {
+    /// What the manifest says of `image`'s repository.
+    pub fn of(image: &pillar_config::Image) -> Self {
+        Self {
+            scan_on_push: image.scan_on_push,
+            immutable_tags: image.immutable_tags,
+            kms_key: image.kms_key.clone(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -83,7 +96,7 @@ impl Ecr {
     pub async fn ensure_repository(
         &self,
         repository: &str,
-        settings: RepositorySettings,
+        settings: &RepositorySettings,
     ) -> Result<(), MirrorError> {
         let mut known = self.known.lock().await;
         if known.contains_key(repository) {
@@ -110,6 +123,13 @@ impl Ecr {
                     } else {
                         ImageTagMutability::Mutable
                     })
+                    .set_encryption_configuration(settings.kms_key.as_ref().map(|key| {
+                        aws_sdk_ecr::types::EncryptionConfiguration::builder()
+                            .encryption_type(aws_sdk_ecr::types::EncryptionType::Kms)
+                            .kms_key(key)
+                            .build()
+                            .expect("a type is set")
+                    }))
                     .set_image_tag_mutability_exclusion_filters(settings.immutable_tags.then(|| {
                         vec![
                             aws_sdk_ecr::types::ImageTagMutabilityExclusionFilter::builder()

@@ -286,10 +286,7 @@ impl Mirror {
     }
 
     async fn sync_image_once(&self, image: &Image, deadline: Option<Instant>) -> Vec<ImageReport> {
-        let settings = RepositorySettings {
-            scan_on_push: image.scan_on_push,
-            immutable_tags: image.immutable_tags,
-        };
+        let settings = RepositorySettings::of(image);
         // When its tags cannot even be listed: a report for each explicit tag, and one for
         // the tags the patterns would have selected.
         let entry = |outcome: Outcome| {

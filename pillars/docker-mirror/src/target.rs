@@ -52,7 +52,7 @@ impl Destination {
     /// Creates the repository if the target needs that (ECR); registries create on push.
     pub async fn prepare(&self) -> Result<(), MirrorError> {
         match &self.target {
-            Target::Ecr(ecr) => ecr.ensure_repository(&self.repository, self.settings).await,
+            Target::Ecr(ecr) => ecr.ensure_repository(&self.repository, &self.settings).await,
             Target::Registry(_) => Ok(()),
         }
     }

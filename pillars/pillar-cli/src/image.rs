@@ -148,7 +148,7 @@ async fn open(
     };
     mirror.insecure = ends.insecure;
     let registry = mirror.registry(source.host(), credentials("SOURCE"));
-    let settings = RepositorySettings { scan_on_push: true, immutable_tags: false };
+    let settings = RepositorySettings { scan_on_push: true, ..RepositorySettings::default() };
     let (to, tag) = match target {
         TargetRef::Ecr { repository, tag } => (mirror.ecr(&repository, settings)?, tag),
         TargetRef::Registry(image) => {

@@ -57,10 +57,16 @@ impl Manifest {
         };
         let document = toml::Deserializer::parse(text)
             .map_err(|e| syntax("(document)".to_owned(), e.to_string()))?;
-        let manifest: Manifest = serde_path_to_error::deserialize(document)
+        let mut manifest: Manifest = serde_path_to_error::deserialize(document)
             .map_err(|e| syntax(e.path().to_string(), e.inner().to_string()))?;
         let problems = validate::problems(&manifest);
         if problems.is_empty() {
+            // The pillar's key is each image's that names none: one place to read it.
+            for image in &mut manifest.images {
+                if image.kms_key.is_none() {
+                    image.kms_key.clone_from(&manifest.docker_mirror.kms_key);
+                }
+            }
             Ok(manifest)
         } else {
             Err(ConfigError::Invalid { path: path.to_owned(), problems })

@@ -146,6 +146,8 @@ pub struct DockerMirror {
     pub network: Option<Network>,
     /// How often the canary pulls each image from ECR as a container runtime would.
     pub canary_period_minutes: u32,
+    /// The KMS key (ARN) new ECR repositories are encrypted with (default: AES256).
+    pub kms_key: Option<String>,
 }
 
 impl Default for DockerMirror {
@@ -156,6 +158,7 @@ impl Default for DockerMirror {
             resources: Resources::Create,
             network: None,
             canary_period_minutes: 60,
+            kms_key: None,
         }
     }
 }
@@ -210,6 +213,10 @@ pub struct Image {
     /// An ECR lifecycle rule keeping at most this many tagged images (the oldest expire).
     /// Untagged manifests are never expired: platform images and signatures are untagged.
     pub lifecycle_max_images: Option<u32>,
+    /// The KMS key (ARN) the ECR repository is encrypted with, when it is created. A loaded
+    /// manifest holds `[docker_mirror] kms_key` here when the image names none; neither
+    /// means AES256.
+    pub kms_key: Option<String>,
 }
 
 /// The Logging Pillar's stream and where its records land.

@@ -305,3 +305,19 @@ fn a_lifecycle_rule_must_keep_every_selected_tag() {
     assert!(unbounded[0].message.contains("set `keep_newest`"), "{}", unbounded[0].message);
     assert!(parse(&image("include = ['^v']\nkeep_newest = 5\nlifecycle_max_images = 7")).is_ok());
 }
+
+#[test]
+fn an_image_repository_is_encrypted_with_its_key_else_the_pillars() {
+    let key = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let text = format!(
+        "{VALID}\n[[image]]\nsource = \"registry.example.com/app\"\necr_repository = \"mirror/app\"\ntags = [\"1\"]\nkms_key = \"{key}\"\n\n[docker_mirror]\nkms_key = \"arn:aws:kms:eu-west-1:111122223333:key/pillar\"\n"
+    );
+    let manifest = parse(&text).expect("valid");
+    assert_eq!(manifest.images[1].kms_key.as_deref(), Some(key));
+    assert_eq!(
+        manifest.images[0].kms_key.as_deref(),
+        Some("arn:aws:kms:eu-west-1:111122223333:key/pillar")
+    );
+    let alias = format!("{VALID}\n[docker_mirror]\nkms_key = \"alias/ecr\"\n");
+    assert_eq!(keys(&problems(&alias)), ["docker_mirror.kms_key"]);
+}

@@ -37,6 +37,7 @@ static SECRET_ID: LazyLock<Regex> = LazyLock::new(|| {
 static STREAM: LazyLock<Regex> = LazyLock::new(|| pattern(r"^[A-Za-z0-9_.-]{1,128}$"));
 static KMS_KEY_ARN: LazyLock<Regex> =
     LazyLock::new(|| pattern(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]{1,128}$"));
+const KMS_KEY_MEANING: &str = "a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)";
 static VPC_ID: LazyLock<Regex> = LazyLock::new(|| pattern(r"^vpc-[0-9a-f]{8,17}$"));
 static SUBNET_ID: LazyLock<Regex> = LazyLock::new(|| pattern(r"^subnet-[0-9a-f]{8,17}$"));
 static SECURITY_GROUP_ID: LazyLock<Regex> = LazyLock::new(|| pattern(r"^sg-[0-9a-f]{8,17}$"));
@@ -149,6 +150,9 @@ fn source_url(source: &str) -> Result<(), String> {
 }
 
 fn images(manifest: &Manifest, p: &mut Problems) {
+    if let Some(key) = &manifest.docker_mirror.kms_key {
+        p.expect_match("docker_mirror.kms_key".into(), key, &KMS_KEY_ARN, KMS_KEY_MEANING);
+    }
     let mut targets = HashMap::new();
     for (i, image) in manifest.images.iter().enumerate() {
         let at = |field: &str| format!("image[{i}].{field}");
@@ -192,6 +196,9 @@ fn images(manifest: &Manifest, p: &mut Problems) {
                 &SECRET_ID,
                 "a Secrets Manager secret name or ARN",
             );
+        }
+        if let Some(key) = &image.kms_key {
+            p.expect_match(at("kms_key"), key, &KMS_KEY_ARN, KMS_KEY_MEANING);
         }
         let patterns = !image.include.is_empty() || image.semver.is_some();
         match image.lifecycle_max_images {
