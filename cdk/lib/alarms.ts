@@ -68,7 +68,7 @@ export function pillarMetric(namespace: string, name: string, period: Duration, 
 export const READINESS_NAMESPACE = 'Pillars/Readiness';
 
 /** `pillar`'s readiness: the worst its canary said within `period`. */
-export function readinessMetric(pillar: string, period: Duration): cloudwatch.Metric {
+function readinessMetric(pillar: string, period: Duration): cloudwatch.Metric {
   return new cloudwatch.Metric({
     namespace: READINESS_NAMESPACE,
     metricName: 'PillarReady',
@@ -93,4 +93,12 @@ export function readinessAlarm(scope: Construct, pillar: string, canaryPeriod: D
     comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
     treatMissingData: cloudwatch.TreatMissingData.BREACHING,
   });
+}
+
+/** The first row of a pillar's dashboard: is it ready (its alarm), and its canary's answers. */
+export function readinessWidgets(question: string, pillar: string, period: Duration, ready: cloudwatch.Alarm, check: string): cloudwatch.IWidget[] {
+  return [
+    new cloudwatch.AlarmStatusWidget({ title: question, alarms: [ready] }),
+    new cloudwatch.GraphWidget({ title: `Ready (1) or not (0): ${check}`, left: [readinessMetric(pillar, period)] }),
+  ];
 }

@@ -7,7 +7,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import { Construct } from 'constructs';
 
-import { AlarmTopic, pillarMetric, readinessAlarm, readinessMetric } from './alarms';
+import { AlarmTopic, pillarMetric, readinessAlarm, readinessWidgets } from './alarms';
 import { DockerMirrorConfig, ImageConfig, secretArn } from './manifest';
 import { acknowledgeWildcard } from './nag';
 import { FunctionSource, PillarFunction } from './pillar-function';
@@ -152,11 +152,7 @@ export class DockerMirrorPillar extends Construct {
     new cloudwatch.Dashboard(this, 'Dashboard', {
       widgets: [
         [
-          new cloudwatch.AlarmStatusWidget({ title: 'Could a runtime pull from ECR now?', alarms: [this.ready] }),
-          new cloudwatch.GraphWidget({
-            title: 'Ready (1) or not (0): the canary\'s pull',
-            left: [readinessMetric('DockerMirror', canaryPeriod)],
-          }),
+          ...readinessWidgets('Could a runtime pull from ECR now?', 'DockerMirror', canaryPeriod, this.ready, "the canary's pull"),
           new cloudwatch.GraphWidget({
             title: 'Canary pull time (ms)',
             left: [pillarMetric(NAMESPACE, 'CanaryLatencyMs', canaryPeriod, 'Maximum')],

@@ -9,7 +9,7 @@ import { KinesisEventSource, SqsDlq } from 'aws-cdk-lib/aws-lambda-event-sources
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 
-import { AlarmTopic, pillarMetric, readinessAlarm, readinessMetric } from './alarms';
+import { AlarmTopic, pillarMetric, readinessAlarm, readinessWidgets } from './alarms';
 import { LoggingConfig } from './manifest';
 import { acknowledge, acknowledgeWildcard } from './nag';
 import { FunctionSource, PillarFunction } from './pillar-function';
@@ -229,11 +229,7 @@ export class LoggingPillar extends Construct {
     new cloudwatch.Dashboard(this, 'Dashboard', {
       widgets: [
         [
-          new cloudwatch.AlarmStatusWidget({ title: 'Could services log through the stream now?', alarms: [this.ready] }),
-          new cloudwatch.GraphWidget({
-            title: 'Ready (1) or not (0): the heartbeat',
-            left: [readinessMetric('Logging', period)],
-          }),
+          ...readinessWidgets('Could services log through the stream now?', 'Logging', period, this.ready, 'the heartbeat'),
         ],
         [
           new cloudwatch.GraphWidget({

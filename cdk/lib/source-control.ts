@@ -10,7 +10,7 @@ import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 
-import { AlarmTopic, pillarMetric, readinessAlarm, readinessMetric } from './alarms';
+import { AlarmTopic, pillarMetric, readinessAlarm, readinessWidgets } from './alarms';
 import { RepositoryConfig, SourceControlConfig, secretArn } from './manifest';
 import { acknowledge } from './nag';
 import { FunctionSource, PillarFunction } from './pillar-function';
@@ -221,11 +221,7 @@ export class SourceControlPillar extends Construct {
     new cloudwatch.Dashboard(this, 'Dashboard', {
       widgets: [
         [
-          new cloudwatch.AlarmStatusWidget({ title: 'Could a build clone from CodeCommit now?', alarms: [this.ready] }),
-          new cloudwatch.GraphWidget({
-            title: 'Ready (1) or not (0): the canary\'s clone',
-            left: [readinessMetric('SourceControl', canaryPeriod)],
-          }),
+          ...readinessWidgets('Could a build clone from CodeCommit now?', 'SourceControl', canaryPeriod, this.ready, "the canary's clone"),
           new cloudwatch.GraphWidget({
             title: 'Canary clone time (ms)',
             left: [pillarMetric(NAMESPACE, 'CanaryLatencyMs', canaryPeriod, 'Maximum')],

@@ -4,7 +4,8 @@ moto answers InitiateLayerUpload, UploadLayerPart, CompleteLayerUpload and
 BatchCheckLayerAvailability with "not implemented", does not check that an image's
 layers exist, and reports an immutable tag conflict as ImageAlreadyExistsException.
 This adds what the Docker mirror relies on, with ECR's rules:
-- parts must be consecutive (partFirstByte = bytes received so far), else InvalidLayerPartException;
+- parts must be consecutive (partFirstByte = bytes received so far), else
+  InvalidLayerPartException with lastValidByteReceived, as ECR answers;
 - CompleteLayerUpload hashes what was received: a wrong digest is InvalidLayerException,
   an existing layer is LayerAlreadyExistsException;
 - PutImage of an image manifest whose config or layers (an artifact manifest: blobs;
@@ -97,6 +98,8 @@ def upload_layer_part(self):
         raise error(
             "InvalidLayerPartException",
             f"part {first}-{last} ({len(blob)} bytes) does not follow byte {state['size']}",
+            registryId=key[0], repositoryName=key[2], uploadId=upload_id,
+            lastValidByteReceived=state["size"] - 1,
         )
     state["sha256"].update(blob)
     state["file"].write(blob)

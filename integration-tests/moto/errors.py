@@ -3,11 +3,15 @@
 from moto.core.exceptions import ServiceException
 
 
-def error(code, message):
-    """An AWS error answer with `code` (the exception name SDKs match on) and `message`."""
+def error(code, message, **members):
+    """An AWS error answer with `code` (the exception name SDKs match on), `message`, and
+    the exception's other members as its model names them."""
 
     class Error(ServiceException):
         pass
 
     Error.code = code
-    return Error(message)
+    raised = Error(message)
+    for name, value in members.items():
+        setattr(raised, name, value)
+    return raised

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use aws_sdk_ecr::Client;
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ecr::operation::upload_layer_part::UploadLayerPartError;
 use aws_sdk_ecr::primitives::Blob;
 use aws_sdk_ecr::types::{ImageIdentifier, ImageScanningConfiguration, ImageTagMutability};
 use bytes::{Bytes, BytesMut};
@@ -54,6 +55,27 @@ pub struct Ecr {
 /// JSON request the SDK builds. Each upload fills one part at a time besides, so a run holds
 /// at most (blobs copied at once + 2 × this) parts of 10 MiB.
 const PARTS_IN_FLIGHT: usize = 2;
+
+/// Why ECR refused a part.
+enum PartRefused {
+    /// It does not follow what ECR holds: this many bytes.
+    Behind(u64),
+    Other(MirrorError),
+}
+
+impl PartRefused {
+    fn into_error(self) -> MirrorError {
+        match self {
+            Self::Behind(held) => MirrorError::Ecr {
+                operation: "UploadLayerPart",
+                repository: String::new(),
+                message: format!("the part does not follow the {held} bytes ECR holds"),
+                retryable: true,
+            },
+            Self::Other(error) => error,
+        }
+    }
+}
 
 /// The tags cosign and the referrers fallback give signatures, attestations and SBOMs.
 pub const COMPANION_TAGS: &str = "sha256-*";
@@ -343,9 +365,12 @@ impl Ecr {
                 (upload_id, part_size, 0)
             }
         };
-        let mut stream = std::pin::pin!(open(sent).await?);
+        let mut stream = Box::pin(open(sent).await?);
         let mut pending = Bytes::new();
         let mut ended = false;
+        // Where ECR says it stands, when a recorded offset was behind it (the run ended
+        // between a part and its record): the source is read again from there, once.
+        let mut realigned = false;
         while !ended || !pending.is_empty() {
             let mut part = BytesMut::with_capacity(part_size);
             while part.len() < part_size {
@@ -368,19 +393,38 @@ impl Ecr {
                 break;
             }
             let length = part.len() as u64;
-            {
+            let uploaded = {
                 let _permit = self.parts.acquire().await.expect("the semaphore is never closed");
-                let uploaded = self.upload_part(repository, &upload_id, sent, part.freeze()).await;
-                if let Err(error) = uploaded {
+                self.upload_part(repository, &upload_id, sent, part.freeze()).await
+            };
+            match uploaded {
+                Ok(()) => sent += length,
+                Err(PartRefused::Behind(held)) if resumable && !realigned && held <= blob.size => {
+                    tracing::info!(
+                        repository,
+                        digest = blob.digest,
+                        held,
+                        "realigning a resumed upload"
+                    );
+                    realigned = true;
+                    sent = held;
+                    if sent == blob.size {
+                        // ECR holds it all: only the completion is left.
+                        break;
+                    }
+                    stream = Box::pin(open(sent).await?);
+                    (pending, ended) = (Bytes::new(), false);
+                    continue;
+                }
+                Err(refused) => {
                     // An upload ECR no longer knows (expired, or the tag outlived it) starts
                     // again from byte 0 next time.
                     if resumable {
                         self.forget_progress(repository, &blob.digest).await;
                     }
-                    return Err(error);
+                    return Err(refused.into_error());
                 }
             }
-            sent += length;
             if resumable && sent < blob.size {
                 self.keep_progress(repository, &blob.digest, &upload_id, sent).await;
             }
@@ -481,11 +525,12 @@ impl Ecr {
         upload_id: &str,
         first: u64,
         body: Bytes,
-    ) -> Result<(), MirrorError> {
+    ) -> Result<(), PartRefused> {
         let last = first + body.len() as u64 - 1;
         let (first, last) =
             (i64::try_from(first).unwrap_or(i64::MAX), i64::try_from(last).unwrap_or(i64::MAX));
-        self.client
+        let sent = self
+            .client
             .upload_layer_part()
             .repository_name(repository)
             .upload_id(upload_id)
@@ -493,9 +538,22 @@ impl Ecr {
             .part_last_byte(last)
             .layer_part_blob(Blob::new(body))
             .send()
-            .await
-            .map(drop)
-            .map_err(|e| failure("UploadLayerPart", repository, &e))
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let held = e.as_service_error().and_then(|service| match service {
+                    UploadLayerPartError::InvalidLayerPartException(refused) => {
+                        refused.last_valid_byte_received().and_then(|b| u64::try_from(b + 1).ok())
+                    }
+                    _ => None,
+                });
+                match held {
+                    Some(held) => Err(PartRefused::Behind(held)),
+                    None => Err(PartRefused::Other(failure("UploadLayerPart", repository, &e))),
+                }
+            }
+        }
     }
 
     /// Puts manifest bytes unchanged, under `tag` or by `digest` alone. An identical image

@@ -317,12 +317,7 @@ impl Registry {
         blob: &Descriptor,
     ) -> Result<impl Stream<Item = std::io::Result<Bytes>> + Send + 'static, MirrorError> {
         self.authenticate().await;
-        let layer = oci_client::manifest::OciDescriptor {
-            media_type: blob.media_type.clone(),
-            digest: blob.digest.clone(),
-            size: i64::try_from(blob.size).unwrap_or(i64::MAX),
-            ..Default::default()
-        };
+        let layer = oci_descriptor(blob);
         let sized =
             self.client.pull_blob_stream(image, &layer).await.map_err(|e| self.error(image, e))?;
         if let Some(length) = sized.content_length
@@ -354,12 +349,7 @@ impl Registry {
             return Ok(Box::pin(self.blob(image, blob).await?));
         }
         self.authenticate().await;
-        let layer = oci_client::manifest::OciDescriptor {
-            media_type: blob.media_type.clone(),
-            digest: blob.digest.clone(),
-            size: i64::try_from(blob.size).unwrap_or(i64::MAX),
-            ..Default::default()
-        };
+        let layer = oci_descriptor(blob);
         let answered = self
             .client
             .pull_blob_stream_partial(image, &layer, offset, None)
@@ -474,6 +464,16 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// The path below `/v2/` of the next page, from `Link: <…>; rel="next"`.
+/// `blob` as oci-client describes a blob to pull.
+fn oci_descriptor(blob: &Descriptor) -> oci_client::manifest::OciDescriptor {
+    oci_client::manifest::OciDescriptor {
+        media_type: blob.media_type.clone(),
+        digest: blob.digest.clone(),
+        size: i64::try_from(blob.size).unwrap_or(i64::MAX),
+        ..Default::default()
+    }
+}
+
 fn next_link(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::LINK)
