@@ -84,6 +84,11 @@ fn function_of(resources: &Resources, binary: &str) -> (String, Value) {
 /// The deployed function running `binary`: its configuration as Lambda on the stand-in
 /// account holds it (`GetFunction`), found through the stack resource of its logical id.
 fn deployed_function(binary: &str) -> Value {
+    // Read once per binary: a scenario asks for its environment, schedule and event source.
+    static READ: std::sync::Mutex<BTreeMap<String, Value>> = std::sync::Mutex::new(BTreeMap::new());
+    if let Some(known) = READ.lock().expect("not poisoned").get(binary) {
+        return known.clone();
+    }
     let (id, _) = function_of(App::Deployed.templates(), binary);
     let script = r#"
 import json, sys, boto3
@@ -96,7 +101,10 @@ for stack in cfn.describe_stacks()["Stacks"]:
             sys.exit()
 sys.exit(f"no deployed stack holds {sys.argv[1]}: scripts/deploy-check deploys them")
 "#;
-    serde_json::from_str(&crate::support::python(script, &[&id])).expect("a configuration")
+    let read: Value =
+        serde_json::from_str(&crate::support::python(script, &[&id])).expect("a configuration");
+    READ.lock().expect("not poisoned").insert(binary.to_owned(), read.clone());
+    read
 }
 
 /// The manifest in the deployed layer of the function running `binary`: the zip the CDK CLI

@@ -5,6 +5,7 @@
 //! tag's digest with the source's when the source answers; a source that does not answer is
 //! not a failure of the mirror.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -17,9 +18,10 @@ use crate::ecr::RepositorySettings;
 use crate::error::MirrorError;
 use crate::manifest::{Descriptor, Parsed, parse, sha256_digest};
 use crate::refs::ImageRef;
+use crate::registry::Registry;
 use crate::select::{needs_tag_list, select};
 use crate::service::Mirror;
-use crate::target::Destination;
+use crate::target::{Destination, Target};
 
 /// The namespace the Docker mirror's metrics go to.
 const NAMESPACE: &str = "Pillars/DockerMirror";
@@ -132,6 +134,8 @@ impl CanaryReport {
 impl Mirror {
     /// Pulls each image's newest selected tag from its ECR repository, before `deadline`.
     pub async fn canary(&self, images: &[&Image], deadline: Option<Instant>) -> CanaryReport {
+        // One token serves every repository of the registry.
+        let endpoint = self.ecr_registry().await;
         let mut report = CanaryReport::default();
         for image in images {
             if deadline.is_some_and(|d| d.saturating_duration_since(Instant::now()) < MARGIN) {
@@ -140,58 +144,41 @@ impl Mirror {
             }
             let settings = RepositorySettings::of(image);
             let check = match self.ecr(&image.ecr_repository, settings.clone()) {
-                Ok(api) => match self.ecr_registry(&image.ecr_repository, settings).await {
-                    Ok(Some(registry)) => {
-                        let mut check = self.check(image, &registry).await;
-                        check.image = api.to_string();
-                        check.via = format!("the registry endpoint {}", registry);
-                        check
-                    }
-                    Ok(None) => {
-                        let mut check = self.check(image, &api).await;
-                        check.via = "the ECR API (the endpoints are not AWS's)".to_owned();
-                        check
-                    }
-                    Err(unreached) => {
-                        let mut check = self.check(image, &api).await;
-                        check.via = format!("the ECR API ({unreached})");
-                        check
-                    }
-                },
                 Err(error) => broken(format!("ecr:{}", image.ecr_repository), error.to_string()),
+                Ok(api) => {
+                    let (to, via) = match reached(&endpoint, &image.ecr_repository, settings).await
+                    {
+                        Ok(Some(registry)) => {
+                            let via = format!("the registry endpoint {registry}");
+                            (registry, via)
+                        }
+                        Ok(None) => {
+                            (api.clone(), "the ECR API (the endpoints are not AWS's)".into())
+                        }
+                        Err(unreached) => (api.clone(), format!("the ECR API ({unreached})")),
+                    };
+                    let mut check = self.check(image, &to).await;
+                    check.image = api.to_string();
+                    check.via = via;
+                    check
+                }
             };
             report.images.push(check);
         }
         report
     }
 
-    /// `repository` at ECR's registry endpoint, as `docker pull` reaches it, when it answers.
-    /// `None` when the AWS endpoints are overridden (a stand-in, whose registry endpoint is
-    /// not AWS's either); an error saying why when the endpoint cannot be reached.
-    async fn ecr_registry(
-        &self,
-        repository: &str,
-        settings: RepositorySettings,
-    ) -> Result<Option<Destination>, String> {
+    /// ECR's registry endpoint, as `docker pull` reaches it, with its token. `None` when
+    /// the AWS endpoints are overridden (a stand-in, whose registry endpoint is not AWS's
+    /// either) or no ECR client is configured.
+    async fn ecr_registry(&self) -> Result<Option<Arc<Registry>>, String> {
         let overridden = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_ECR"]
             .iter()
             .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
         let Some(ecr) = self.ecr_client().filter(|_| !overridden) else { return Ok(None) };
         let (host, username, password) =
             ecr.registry_endpoint().await.map_err(|e| e.to_string())?;
-        let registry =
-            self.registry(&host, oci_client::secrets::RegistryAuth::Basic(username, password));
-        let to = Destination {
-            target: crate::target::Target::Registry(registry),
-            repository: repository.to_owned(),
-            settings,
-        };
-        match to.tags().await {
-            Err(MirrorError::Unreachable { error, .. }) => {
-                Err(format!("the registry endpoint {host} was not reached: {error}"))
-            }
-            _ => Ok(Some(to)),
-        }
+        Ok(Some(self.registry(&host, oci_client::secrets::RegistryAuth::Basic(username, password))))
     }
 
     /// Pulls `image`'s newest selected tag from `to`, and compares it with the source's.
@@ -230,6 +217,32 @@ impl Mirror {
         let source = ImageRef::parse(&image.source)?;
         let registry = self.registry(source.host(), self.source_auth(image).await?);
         registry.manifest_digest(&source.at(tag)).await
+    }
+}
+
+/// `repository` at the registry endpoint, when the endpoint answers; an error saying why
+/// when it cannot be reached, or could not be found.
+async fn reached(
+    endpoint: &Result<Option<Arc<Registry>>, String>,
+    repository: &str,
+    settings: RepositorySettings,
+) -> Result<Option<Destination>, String> {
+    let registry = match endpoint {
+        Ok(Some(registry)) => Arc::clone(registry),
+        Ok(None) => return Ok(None),
+        Err(error) => return Err(error.clone()),
+    };
+    let host = registry.host().to_owned();
+    let to = Destination {
+        target: Target::Registry(registry),
+        repository: repository.to_owned(),
+        settings,
+    };
+    match to.tags().await {
+        Err(MirrorError::Unreachable { error, .. }) => {
+            Err(format!("the registry endpoint {host} was not reached: {error}"))
+        }
+        _ => Ok(Some(to)),
     }
 }
 

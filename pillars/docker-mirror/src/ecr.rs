@@ -64,11 +64,11 @@ enum PartRefused {
 }
 
 impl PartRefused {
-    fn into_error(self) -> MirrorError {
+    fn into_error(self, repository: &str) -> MirrorError {
         match self {
             Self::Behind(held) => MirrorError::Ecr {
                 operation: "UploadLayerPart",
-                repository: String::new(),
+                repository: repository.to_owned(),
                 message: format!("the part does not follow the {held} bytes ECR holds"),
                 retryable: true,
             },
@@ -126,8 +126,11 @@ impl Ecr {
         }
         let described =
             self.client.describe_repositories().repository_names(repository).send().await;
-        match described {
-            Ok(_) => {}
+        // Its ARN, which a resumable upload's record is kept on.
+        let arn = match described {
+            Ok(found) => {
+                found.repositories().first().and_then(|r| r.repository_arn()).map(str::to_owned)
+            }
             Err(e) if e.code() == Some("RepositoryNotFoundException") => {
                 let created = self
                     .client
@@ -164,14 +167,17 @@ impl Ecr {
                     .send()
                     .await;
                 match created {
-                    Ok(_) => tracing::info!(repository, "created ECR repository"),
-                    Err(e) if e.code() == Some("RepositoryAlreadyExistsException") => {}
+                    Ok(created) => {
+                        tracing::info!(repository, "created ECR repository");
+                        created.repository().and_then(|r| r.repository_arn()).map(str::to_owned)
+                    }
+                    Err(e) if e.code() == Some("RepositoryAlreadyExistsException") => None,
                     Err(e) => return Err(failure("CreateRepository", repository, &e)),
                 }
             }
             Err(e) => return Err(failure("DescribeRepositories", repository, &e)),
-        }
-        known.insert(repository.to_owned(), None);
+        };
+        known.insert(repository.to_owned(), arn);
         Ok(())
     }
 
@@ -422,7 +428,7 @@ impl Ecr {
                     if resumable {
                         self.forget_progress(repository, &blob.digest).await;
                     }
-                    return Err(refused.into_error());
+                    return Err(refused.into_error(repository));
                 }
             }
             if resumable && sent < blob.size {

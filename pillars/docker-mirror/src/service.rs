@@ -327,10 +327,7 @@ impl Mirror {
                 Vec::new()
             }
             Some(Err(error)) => {
-                return entry(Outcome::Failed {
-                    reason: format!("listing tags: {error}"),
-                    credentials_refused: matches!(error, MirrorError::Unauthorized { .. }),
-                });
+                return entry(Outcome::failure(format!("listing tags: {error}"), &error));
             }
         };
         let selection = select(image, &available);
@@ -458,8 +455,15 @@ pub fn requested<'a>(
 }
 
 fn failed(error: &MirrorError) -> Outcome {
-    let credentials_refused = matches!(error, MirrorError::Unauthorized { .. });
-    Outcome::Failed { reason: error.to_string(), credentials_refused }
+    Outcome::failure(error.to_string(), error)
+}
+
+impl Outcome {
+    /// `Failed` because of `error`, said as `reason`.
+    fn failure(reason: String, error: &MirrorError) -> Self {
+        let credentials_refused = matches!(error, MirrorError::Unauthorized { .. });
+        Self::Failed { reason, credentials_refused }
+    }
 }
 
 /// The companion tags in `available` (signatures, attestations, SBOMs) of images in `reports`.

@@ -57,9 +57,7 @@ impl Beat {
             None => metrics,
         }
     }
-}
 
-impl Beat {
     /// `PillarReady` of the Logging Pillar: the previous beat went the whole way.
     pub fn readiness(&self) -> Metrics {
         pillar_telemetry::pillar_ready(PILLAR, self.previous.is_some())

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use pillar_auth::secrets::{SECRET_FORMS, SecretCache, credentials, username_password};
+use pillar_auth::secrets::{
+    SECRET_FORMS, SecretCache, USER_PASSWORD_FORMS, credentials, username_password,
+};
 use pillar_config::Manifest;
 
 #[derive(Debug, Subcommand)]
@@ -75,9 +77,7 @@ fn secrets_found(manifest: &Manifest) -> anyhow::Result<bool> {
                     problems.push(format!("{key}: secret `{id}` must hold {SECRET_FORMS}"));
                 }
                 Ok(value) if !*token_allowed && username_password(&value).is_none() => {
-                    problems.push(format!(
-                        "{key}: secret `{id}` must hold `username:password` or the key/value JSON `{{\"username\": ..., \"password\": ...}}` (an access token goes in the password)"
-                    ));
+                    problems.push(format!("{key}: secret `{id}` must hold {USER_PASSWORD_FORMS}"));
                 }
                 Ok(_) => {}
             }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use source_control::service::Mirrorer;
 use source_control::workdir::WorkDir;
 
-use crate::logs::{StreamArgs, now_ms, parse_age};
+use crate::logs::{Resolved, now_ms, parse_age};
 
 /// Secrets read once per drill.
 const SECRET_TTL: Duration = Duration::from_secs(300);
@@ -46,17 +46,15 @@ struct Line {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut manifest = Manifest::load(&args.config)?;
     let images = std::mem::take(&mut manifest.images);
-    let logging = manifest.logging.is_some();
+    let logging = manifest.logging.take();
     crate::runtime()?.block_on(async {
         let aws = aws_config::load_from_env().await;
         let mut lines = Vec::new();
         if !manifest.repositories.is_empty() {
-            let names: Vec<String> =
-                manifest.repositories.iter().map(|r| r.codecommit.clone()).collect();
             // The canary keeps no cache: the work directory is never written.
             let work = WorkDir::with_limit_or_default(std::env::temp_dir(), None);
             let mirrorer = Mirrorer::from_aws(manifest, &aws, work, false, SECRET_TTL)?;
-            for check in mirrorer.canary(&names, None).await.repositories {
+            for check in mirrorer.canary(&mirrorer.repository_names(), None).await.repositories {
                 lines.push(Line {
                     pillar: "SourceControl",
                     checked: check.repository.clone(),
@@ -81,8 +79,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 });
             }
         }
-        if logging {
-            let resolved = StreamArgs::of_manifest(args.config.clone()).resolve()?;
+        if let Some(logging) = logging {
+            let resolved = Resolved::of(logging.stream.clone(), &logging);
             let id = format!("drill-{}-{}", now_ms(), std::process::id());
             let started = Instant::now();
             let probed = resolved.heartbeat(&aws).probe(&id, args.heartbeat_wait).await;

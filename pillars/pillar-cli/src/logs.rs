@@ -15,7 +15,7 @@ use logging::event::{Routing, SERVICE_KEY_PREFIX};
 use logging::heartbeat::Heartbeat;
 use logging::producer::Producer;
 use logging::sink::Sink;
-use pillar_config::{DEFAULT_LOG_GROUP_PREFIX, Manifest};
+use pillar_config::{DEFAULT_LOG_GROUP_PREFIX, Logging, Manifest};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -105,7 +105,16 @@ pub(crate) struct Resolved {
 }
 
 impl Resolved {
-    /// A heartbeat sent from this shell (its own sender name) into the stream.
+    /// The deployment's stream, prefix and group settings, from its `[logging]`.
+    pub(crate) fn of(stream: String, logging: &Logging) -> Self {
+        Self {
+            stream,
+            prefix: logging.log_group_prefix.clone(),
+            groups: GroupSettings::of(logging),
+            routing: Routing::of(logging),
+        }
+    }
+
     pub(crate) fn stream(&self) -> &str {
         &self.stream
     }
@@ -114,6 +123,8 @@ impl Resolved {
         &self.prefix
     }
 
+    /// A heartbeat sent from this shell (its own sender name) into the stream; its period
+    /// only matters to scheduled beats, which a shell does not send.
     pub(crate) fn heartbeat(&self, aws: &aws_config::SdkConfig) -> Heartbeat {
         Heartbeat {
             producer: Producer::new(aws_sdk_kinesis::Client::new(aws), &self.stream, false),
@@ -139,12 +150,7 @@ impl Resolved {
 }
 
 impl StreamArgs {
-    /// The stream and prefix a manifest's `[logging]` names.
-    pub(crate) fn of_manifest(config: PathBuf) -> Self {
-        Self { stream: None, config: Some(config) }
-    }
-
-    pub(crate) fn resolve(&self) -> anyhow::Result<Resolved> {
+    fn resolve(&self) -> anyhow::Result<Resolved> {
         let logging = match &self.config {
             Some(path) => Some(
                 Manifest::load(path)?
@@ -159,12 +165,7 @@ impl StreamArgs {
             .or_else(|| logging.as_ref().map(|l| l.stream.clone()))
             .context("no stream: give --stream NAME, or --config with a [logging] section")?;
         Ok(match logging {
-            Some(logging) => Resolved {
-                stream,
-                prefix: logging.log_group_prefix.clone(),
-                groups: GroupSettings::of(&logging),
-                routing: Routing::of(&logging),
-            },
+            Some(logging) => Resolved::of(stream, &logging),
             None => Resolved {
                 stream,
                 prefix: DEFAULT_LOG_GROUP_PREFIX.to_owned(),

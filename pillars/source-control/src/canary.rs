@@ -103,10 +103,6 @@ impl CanaryReport {
         self.repositories.iter().all(RepositoryCheck::ready)
     }
 
-    pub fn broken(&self) -> impl Iterator<Item = &RepositoryCheck> {
-        self.repositories.iter().filter(|c| !c.ready())
-    }
-
     /// `PillarReady` (dimension `Pillar`), and per repository `CanaryLatencyMs` and
     /// `CanaryFailed`, so the alarm and the dashboard name which one broke.
     pub fn metrics(&self) -> Vec<Metrics> {
@@ -256,17 +252,14 @@ async fn clone_tip(
     let endpoint = listing.redirected.clone().unwrap_or_else(|| target.clone());
     let fetch_branch = branch.clone();
     let fetched = blocking(move || {
-        let dir = tempfile::tempdir().map_err(|e| cache_error(Path::new("/tmp"), e))?;
-        shallow_fetch(&endpoint, dir.path(), &fetch_branch, tip)
-            .map_err(|message| MirrorError::Fetch { url: endpoint.display_url(), error: message })
+        let cloned = tempfile::tempdir()
+            .map_err(|e| format!("no temporary directory to clone into: {e}"))
+            .and_then(|dir| shallow_fetch(&endpoint, dir.path(), &fetch_branch, tip));
+        cloned.map_err(|error| MirrorError::Fetch { url: endpoint.display_url(), error })
     });
     let (objects, bytes, age_seconds) =
         before(deadline, "cloning the tip", fetched).await.map_err(|e| e.to_string())?;
     Ok(Cloned { branch, tip, objects, bytes, age_seconds })
-}
-
-fn cache_error(path: &Path, error: std::io::Error) -> MirrorError {
-    MirrorError::Cache { path: path.to_owned(), message: error.to_string() }
 }
 
 /// `git fetch --depth 1 <url> <branch>` into a new bare repository at `dir`; then every

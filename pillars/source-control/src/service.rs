@@ -37,7 +37,10 @@ pub enum SyncError {
     NotConfigured(String),
     #[error("source credentials of `{repository}`: {error}")]
     SourceSecret { repository: String, error: SecretError },
-    #[error("source credentials secret `{secret}` of `{repository}` must hold `username:password`")]
+    #[error(
+        "source credentials secret `{secret}` of `{repository}` must hold {}",
+        pillar_auth::secrets::USER_PASSWORD_FORMS
+    )]
     SecretFormat { repository: String, secret: String },
     #[error(transparent)]
     CodeCommit(#[from] CodeCommitError),

@@ -85,7 +85,10 @@ pub fn username_password(secret: &SecretString) -> Option<(String, SecretString)
     }
 }
 
-/// What a source secret must hold, for messages.
+/// What a git source's secret must hold, for messages.
+pub const USER_PASSWORD_FORMS: &str = "`username:password` or the key/value JSON `{\"username\": ..., \"password\": ...}` (an access token goes in the password)";
+
+/// What a registry's secret must hold, for messages.
 pub const SECRET_FORMS: &str = "`username:password`, the key/value JSON `{\"username\": ..., \"password\": ...}`, or (for a registry) a token";
 
 /// A Secrets Manager client with a time-bounded cache of string secrets.
