@@ -6,6 +6,7 @@ service's API (AWS CloudFormation resource reference, "Return values" of each ty
   Ref is the name, Arn the ARN. A math alarm's queries are kept by name only.
 - AWS::CodeCommit::Repository: CreateRepository; Ref is the id, Arn, Name, CloneUrlHttp.
 - AWS::Lambda::Url: CreateFunctionUrlConfig; FunctionUrl, FunctionArn.
+- AWS::Lambda::EventInvokeConfig: PutFunctionEventInvokeConfig; Ref is the function's name.
 - AWS::Scheduler::Schedule: CreateSchedule; Arn.
 - AWS::SecretsManager::Secret: CreateSecret (GenerateSecretString made here); Ref is the ARN.
 - AWS::SNS::TopicPolicy, AWS::SQS::QueuePolicy: the policy is set on each topic or queue.
@@ -169,6 +170,20 @@ class FunctionUrl(Created, CloudFormationModel):
         url = lambda_backends[account_id][region_name].create_function_url_config(p["TargetFunctionArn"], config)
         arn = url.function.function_arn
         return arn, {"FunctionUrl": url.url, "FunctionArn": arn}
+
+
+class EventInvokeConfig(Created, CloudFormationModel):
+    __module__ = "moto.awslambda.models"  # moto's model registry files a model under its service
+    TYPE = "AWS::Lambda::EventInvokeConfig"
+    NAME_PROPERTY = ""
+
+    @staticmethod
+    def create(p, name, account_id, region_name):
+        config = {k: int(p[k]) for k in ("MaximumRetryAttempts", "MaximumEventAgeInSeconds") if k in p}
+        if "DestinationConfig" in p:
+            config["DestinationConfig"] = p["DestinationConfig"]
+        lambda_backends[account_id][region_name].put_function_event_invoke_config(p["FunctionName"], config)
+        return p["FunctionName"], {}
 
 
 class Schedule(Created, CloudFormationModel):

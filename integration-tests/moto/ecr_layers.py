@@ -10,7 +10,8 @@ This adds what the Docker mirror relies on, with ECR's rules:
   an existing layer is LayerAlreadyExistsException;
 - PutImage of an image manifest whose config or layers (an artifact manifest: blobs;
   foreign layers excepted, which are never pushed) were never uploaded is
-  LayersNotFoundException; changing an immutable tag is ImageTagAlreadyExistsException
+  LayersNotFoundException; an index naming a manifest the repository does not hold is
+  ReferencedImagesNotFoundException; changing an immutable tag is ImageTagAlreadyExistsException
   (unless the repository's exclusion filters, IMMUTABLE_WITH_EXCLUSION, name the tag);
 - GetDownloadUrlForLayer answers, as ECR does, a URL that needs no signature (ECR's is a
   presigned S3 URL), served here from the bytes kept on disk (PILLAR_ECR_LAYERS_DIR);
@@ -139,6 +140,13 @@ def put_image(self):
     missing = [d["digest"] for d in wanted if d["digest"] not in LAYERS.get(key, set())]
     if missing:
         raise error("LayersNotFoundException", f"layers not found: {', '.join(missing)}")
+    held = {image.get_image_digest() for image in repo.images}
+    unknown = [d["digest"] for d in manifest.get("manifests", []) if d["digest"] not in held]
+    if unknown:
+        raise error(
+            "ReferencedImagesNotFoundException",
+            f"The manifest list is referencing images that do not exist: {', '.join(unknown)}",
+        )
     tag = self._get_param("imageTag")
     text = self._get_param("imageManifest")
     excluded = any(

@@ -30,6 +30,19 @@ pub fn measure(command: Command) -> (Measure, String) {
 /// Runs `command` under GNU time with `input` (a file) as its standard input, insisting on
 /// success.
 pub fn measure_reading(command: Command, input: Option<&Path>) -> (Measure, String) {
+    let program = command.get_program().to_owned();
+    let args: Vec<_> = command.get_args().map(ToOwned::to_owned).collect();
+    let (measure, stdout, stderr, status) = measure_outcome(command, input);
+    assert!(status.success(), "{program:?} {args:?} failed: {stderr}");
+    (measure, stdout)
+}
+
+/// Runs `command` under GNU time, whatever its exit: the measure, its standard output and
+/// error, and its exit status.
+pub fn measure_outcome(
+    command: Command,
+    input: Option<&Path>,
+) -> (Measure, String, String, std::process::ExitStatus) {
     let report = tempfile::NamedTempFile::new().expect("temp file");
     let program = command.get_program().to_owned();
     let args: Vec<_> = command.get_args().map(ToOwned::to_owned).collect();
@@ -48,12 +61,8 @@ pub fn measure_reading(command: Command, input: Option<&Path>) -> (Measure, Stri
         timed.stdin(std::fs::File::open(input).expect("standard input file"));
     }
     let output = timed.stderr(Stdio::piped()).output().expect("run under /usr/bin/time");
-    eprint!("{}", String::from_utf8_lossy(&output.stderr));
-    assert!(
-        output.status.success(),
-        "{program:?} {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    eprint!("{stderr}");
     let text = std::fs::read_to_string(report.path()).expect("time report");
     let last = text.lines().last().unwrap_or_default();
     let mut fields = last.split_whitespace();
@@ -63,6 +72,8 @@ pub fn measure_reading(command: Command, input: Option<&Path>) -> (Measure, Stri
     (
         Measure { seconds, cpu_seconds, peak_rss_mib: kib / 1024.0 },
         String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr,
+        output.status,
     )
 }
 

@@ -335,6 +335,51 @@ fn a_layer_longer_than_a_run_resumes_where_it_stopped_and_other_images_go_on() {
     assert_eq!(ecr_images(&big), 1);
 }
 
+/// A slow image first in the manifest holds one slot only: the slot beside it takes every
+/// other image in turn, within the same run.
+#[test]
+fn a_slow_image_first_in_the_manifest_does_not_hold_up_the_images_after_it() {
+    use integration_tests::git_front_end::{GitFrontEnd, Script};
+
+    let slow_name = unique("dm/slow-first");
+    push(&spec(&["linux/amd64"], &[24 * MIB], false), &slow_name, "1");
+    let quick: Vec<String> = (0..3).map(|n| unique(&format!("dm/quick-{n}"))).collect();
+    for name in &quick {
+        push(&spec(&["linux/amd64"], &[4096], false), name, "1");
+    }
+    // 2 MiB/s: the slow image needs twelve seconds or more, the run has six.
+    let slow = GitFrontEnd::start(
+        &format!("http://{}", env("PILLAR_SOURCE_REGISTRY")),
+        Script { download_bytes_per_tick: Some(200 * 1024), ..Script::default() },
+    );
+    let image = |source: &str, name: &str| {
+        format!(
+            "[[image]]\nsource = \"{source}/{name}\"\necr_repository = \"{name}\"\ntags = [\"1\"]\n\n"
+        )
+    };
+    let mut text = image(&slow.address.to_string(), &slow_name);
+    for name in &quick {
+        text += &image(&env("PILLAR_SOURCE_REGISTRY"), name);
+    }
+    let manifest =
+        pillar_config::Manifest::parse(&text, std::path::Path::new("t.toml")).expect("manifest");
+    let images: Vec<_> = manifest.images.iter().collect();
+    let mut mirror = Mirror::from_aws(&crate::support::aws_config(), Duration::from_secs(300));
+    mirror.deadline_margin = Duration::from_millis(200);
+    mirror.image_concurrency = 2;
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let report = runtime().block_on(mirror.sync(&images, Some(deadline)));
+    let outcomes: Vec<_> = report.images.iter().map(|i| (i.source.clone(), &i.outcome)).collect();
+    assert!(matches!(report.images[0].outcome, Outcome::Left), "{outcomes:?}");
+    for quick in &report.images[1..] {
+        assert!(matches!(quick.outcome, Outcome::Copied { .. }), "{outcomes:?}");
+    }
+    assert!(
+        report.images[1].source.contains(&quick[0]),
+        "reported in manifest order: {outcomes:?}"
+    );
+}
+
 fn immutable_image(repository: &str, tags: &str) -> pillar_config::Manifest {
     let text = format!(
         "[[image]]\nsource = \"{}/{repository}\"\necr_repository = \"{repository}\"\ntags = {tags}\nimmutable_tags = true\n",

@@ -150,7 +150,7 @@ type StandIn<'a> = &'a dyn Fn(&str) -> Option<String>;
 /// A binary running as the function of the synthesized app that runs it.
 struct Function {
     name: String,
-    child: Child,
+    child: std::sync::Mutex<Child>,
     log: PathBuf,
     _layer: tempfile::TempDir,
 }
@@ -220,7 +220,27 @@ impl Function {
             .stderr(std::fs::File::create(opt.path().join("function.err")).expect("log"))
             .spawn()
             .unwrap_or_else(|e| panic!("{binary}: {e}; scripts/test builds it"));
-        Self { name, child, log, _layer: opt }
+        Self { name, child: std::sync::Mutex::new(child), log, _layer: opt }
+    }
+
+    /// `work` (a request to the emulator), unless the function exits first (a manifest it
+    /// refuses, a panic): then the test fails with its log, where the emulator would hold
+    /// the request for ever, waiting for the function to ask for its event.
+    fn while_running<T>(&self, work: impl Future<Output = T>) -> T {
+        let exited = async {
+            loop {
+                if let Ok(Some(status)) = self.child.lock().expect("not poisoned").try_wait() {
+                    return status;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        };
+        runtime().block_on(async {
+            tokio::select! {
+                done = work => done,
+                status = exited => panic!("{} exited ({status}); its log: {}", self.name, self.logs()),
+            }
+        })
     }
 
     /// Invokes the function through the emulator; its answer.
@@ -230,7 +250,7 @@ impl Function {
             env("PILLAR_LAMBDA_RUNTIME"),
             self.name
         );
-        let answer = runtime().block_on(async {
+        let answer = self.while_running(async {
             let response = reqwest::Client::new().post(&url).json(event).send().await?;
             response.text().await
         });
@@ -242,7 +262,7 @@ impl Function {
     /// Calls its function URL, as Bitbucket would: the emulator makes the request its event.
     fn call_url(&self, headers: &[(String, String)], body: Vec<u8>) -> u16 {
         let url = format!("http://{}/lambda-url/{}/", env("PILLAR_LAMBDA_RUNTIME"), self.name);
-        let answer = runtime().block_on(async {
+        let answer = self.while_running(async {
             let mut request = reqwest::Client::new().post(&url).body(body);
             for (name, value) in headers {
                 request = request.header(name, value);
@@ -261,8 +281,9 @@ impl Function {
 
 impl Drop for Function {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child.get_mut().expect("not poisoned");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 

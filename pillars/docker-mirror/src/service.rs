@@ -240,8 +240,9 @@ impl Mirror {
 
     /// Every configured image, until `deadline` (None: no deadline), `image_concurrency` at
     /// a time. With a deadline each image has a fair share of the run, so one huge or slow
-    /// image cannot keep the others from their turn: what it does not finish in its share
-    /// resumes in the next run (ECR uploads resume where they stopped).
+    /// image cannot keep the others from their turn: cut at the end of its share, it goes
+    /// to the back of the queue and resumes when the others had theirs (ECR uploads resume
+    /// where they stopped), in this run while time is left, else in the next.
     pub async fn sync(&self, images: &[&Image], deadline: Option<Instant>) -> SyncReport {
         let started = Instant::now();
         let slots = self.image_concurrency.max(1);
@@ -250,18 +251,32 @@ impl Mirror {
             (d.saturating_duration_since(started) / u32::try_from(turns).unwrap_or(u32::MAX))
                 .max(MIN_SHARE)
         });
-        let reports: Vec<Vec<ImageReport>> = stream::iter(images)
-            .map(|image| async move {
+        let queue =
+            std::sync::Mutex::new((0..images.len()).collect::<std::collections::VecDeque<_>>());
+        let reports =
+            std::sync::Mutex::new((0..images.len()).map(|_| Vec::new()).collect::<Vec<_>>());
+        // A slot takes the next image as soon as it is free, whatever the others do.
+        let slot = || async {
+            loop {
+                let Some(n) = queue.lock().expect("not poisoned").pop_front() else { break };
                 // Its share counts from its start; the margin stays the run's.
                 let own = deadline
                     .zip(share)
                     .map(|(run, share)| run.min(Instant::now() + share + self.deadline_margin));
-                self.sync_image(image, own).await
-            })
-            .buffered(slots)
-            .collect()
-            .await;
-        SyncReport { images: reports.concat(), seconds: started.elapsed().as_secs_f64() }
+                let report = self.sync_image(images[n], own).await;
+                let now = Instant::now() + self.deadline_margin;
+                let share_used_up =
+                    own.zip(deadline).is_some_and(|(own, run)| now >= own && now < run);
+                let left = report.iter().any(|r| matches!(r.outcome, Outcome::Left));
+                reports.lock().expect("not poisoned")[n] = report;
+                if left && share_used_up {
+                    queue.lock().expect("not poisoned").push_back(n);
+                }
+            }
+        };
+        futures_util::future::join_all((0..slots).map(|_| slot())).await;
+        let images = reports.into_inner().expect("not poisoned").concat();
+        SyncReport { images, seconds: started.elapsed().as_secs_f64() }
     }
 
     /// One image; when the source refused its credentials, once more with the secret read
@@ -389,46 +404,58 @@ impl Mirror {
             .buffered(CHECK_CONCURRENCY)
             .collect()
             .await;
-        stream::iter(checked)
-            .map(|(job, reference, checked)| async move {
-                // Without a target tag the source names a digest, copied by digest.
-                let target = named(to, job.target_tag.as_deref().unwrap_or(&job.selector));
-                let repository = format!("{}/{}", reference.registry(), reference.repository());
-                let source_name = named(repository, &job.selector);
-                let report = |outcome| ImageReport { source: source_name, target, outcome };
-                let tag = job.target_tag.as_deref();
-                report(match checked {
-                    None => Outcome::Left,
-                    Some(Err(error)) => failed(&error),
-                    Some(Ok((Status::UpToDate(digest), referrers))) if referrers.is_empty() => {
-                        Outcome::UpToDate { digest, bytes: 0, referrers: 0 }
-                    }
-                    Some(Ok((Status::UpToDate(digest), referrers))) => {
-                        let copy = copier.copy_referrers(source, &reference, to, &referrers);
-                        match self.in_time(deadline, copy).await {
-                            None => Outcome::Left,
-                            Some(Ok(bytes)) => {
-                                Outcome::UpToDate { digest, bytes, referrers: referrers.len() }
-                            }
-                            Some(Err(error)) => failed(&error),
+        let copies = checked.into_iter().map(|(job, reference, checked)| async move {
+            // Without a target tag the source names a digest, copied by digest.
+            let target = named(to, job.target_tag.as_deref().unwrap_or(&job.selector));
+            let repository = format!("{}/{}", reference.registry(), reference.repository());
+            let source_name = named(repository, &job.selector);
+            let report = |outcome| ImageReport { source: source_name, target, outcome };
+            let tag = job.target_tag.as_deref();
+            report(match checked {
+                None => Outcome::Left,
+                Some(Err(error)) => failed(&error),
+                Some(Ok((Status::UpToDate(digest), referrers))) if referrers.is_empty() => {
+                    Outcome::UpToDate { digest, bytes: 0, referrers: 0 }
+                }
+                Some(Ok((Status::UpToDate(digest), referrers))) => {
+                    let copy = copier.copy_referrers(source, &reference, to, &referrers);
+                    match self.in_time(deadline, copy).await {
+                        None => Outcome::Left,
+                        Some(Ok(bytes)) => {
+                            Outcome::UpToDate { digest, bytes, referrers: referrers.len() }
                         }
+                        Some(Err(error)) => failed(&error),
                     }
-                    Some(Ok((Status::Changed(digest), _))) => {
-                        let copy = copier.copy(source, &reference, to, tag, &digest);
-                        match self.in_time(deadline, copy).await {
-                            None => Outcome::Left,
-                            Some(Ok((bytes, referrers))) => {
-                                Outcome::Copied { digest, bytes, referrers }
-                            }
-                            Some(Err(error)) => failed(&error),
+                }
+                Some(Ok((Status::Changed(digest), _))) => {
+                    let copy = copier.copy(source, &reference, to, tag, &digest);
+                    match self.in_time(deadline, copy).await {
+                        None => Outcome::Left,
+                        Some(Ok((bytes, referrers))) => {
+                            Outcome::Copied { digest, bytes, referrers }
                         }
+                        Some(Err(error)) => failed(&error),
                     }
-                })
+                }
             })
-            .buffered(self.image_concurrency.max(1))
-            .collect()
-            .await
+        });
+        in_order(copies, self.image_concurrency.max(1)).await
     }
+}
+
+/// `work`, `slots` at a time, each freed slot taking the next at once (a slow one started
+/// earlier holds only its own slot); the results in the order of `work`.
+async fn in_order<T>(
+    work: impl IntoIterator<Item = impl Future<Output = T>>,
+    slots: usize,
+) -> Vec<T> {
+    let mut done: Vec<(usize, T)> = stream::iter(work.into_iter().enumerate())
+        .map(|(n, future)| async move { (n, future.await) })
+        .buffer_unordered(slots)
+        .collect()
+        .await;
+    done.sort_by_key(|(n, _)| *n);
+    done.into_iter().map(|(_, result)| result).collect()
 }
 
 /// The configured images an event asks for: `{"images": [...]}` naming sources or ECR

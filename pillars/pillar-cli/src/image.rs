@@ -52,6 +52,13 @@ pub enum Command {
         config: PathBuf,
         #[arg(long)]
         json: bool,
+        /// Stop as the Lambda does before its timeout (e.g. 14m): what is cut short is
+        /// reported left, and a large layer resumes in the next run.
+        #[arg(long, value_parser = crate::logs::parse_age)]
+        deadline: Option<std::time::Duration>,
+        /// No new work starts this close to the deadline (the Lambda's is 20s).
+        #[arg(long, default_value = "20s", value_parser = crate::logs::parse_age)]
+        deadline_margin: std::time::Duration,
     },
     /// Exit 0 when TARGET holds the manifest SOURCE's tag or digest points at, 1 otherwise.
     Verify {
@@ -87,12 +94,15 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 let report = SyncReport { images, seconds: started.elapsed().as_secs_f64() };
                 print(&report, json)
             }
-            Command::Sync { config, json } => {
+            Command::Sync { config, json, deadline, deadline_margin } => {
                 let manifest = Manifest::load(&config)?;
                 let aws = aws_config::load_from_env().await;
                 let mut mirror = Mirror::from_aws(&aws, DEFAULT_TTL);
                 mirror.copier.progress = shown_progress(json);
-                let report = mirror.sync(&manifest.images.iter().collect::<Vec<_>>(), None).await;
+                mirror.deadline_margin = deadline_margin;
+                let deadline = deadline.map(|d| std::time::Instant::now() + d);
+                let images: Vec<_> = manifest.images.iter().collect();
+                let report = mirror.sync(&images, deadline).await;
                 drop(mirror); // clears the progress bars before the report
                 print(&report, json)
             }
