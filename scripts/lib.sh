@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PILLARS_CACHE/target}
 export PATH="$HOME/.cargo/bin:$PATH"
 
 # The Lambda functions: one binary each, deployed by the CDK app.
-LAMBDA_FUNCTIONS=(scp-webhook scp-mirror scp-reconcile scp-canary docker-mirror docker-canary log-sink log-heartbeat)
+LAMBDA_FUNCTIONS=(scp-webhook scp-mirror scp-reconcile scp-canary docker-mirror docker-canary log-sink log-heartbeat config-eval)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

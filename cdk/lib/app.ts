@@ -5,7 +5,7 @@ import { RetentionDays } from 'aws-cdk-lib/aws-logs';
 import { AwsSolutionsChecks } from 'cdk-nag';
 
 import { Manifest } from './manifest';
-import { DockerMirrorStack, LoggingStack, SourceControlStack } from './stacks';
+import { ConfigStack, DockerMirrorStack, LoggingStack, SourceControlStack } from './stacks';
 
 export interface PillarSources {
   /** The directory holding `<function>/bootstrap`. */
@@ -19,6 +19,7 @@ export interface PillarStacks {
   readonly sourceControl?: SourceControlStack;
   readonly dockerMirror?: DockerMirrorStack;
   readonly logging?: LoggingStack;
+  readonly config?: ConfigStack;
 }
 
 export function addPillarStacks(app: App, manifest: Manifest, sources: PillarSources): PillarStacks {
@@ -72,6 +73,19 @@ export function addPillarStacks(app: App, manifest: Manifest, sources: PillarSou
     });
     new CfnOutput(stack, 'AlarmTopicArn', { value: stack.pillar.alarms.topic.topicArn });
     stacks.logging = stack;
+  }
+  if (manifest.config) {
+    const stack = new ConfigStack(app, 'PillarsConfig', {
+      ...shared,
+      description: 'Config Pillar: feature flags as files and Rego rules, served from S3 and with S3 gone',
+      config: manifest.config,
+    });
+    new CfnOutput(stack, 'BucketName', { value: stack.pillar.bucket.bucketName, description: 'pillar flags publish --bucket <this>' });
+    new CfnOutput(stack, 'EvalUrl', { value: stack.pillar.evalUrl.url, description: 'OFREP base URL (SigV4, service lambda)' });
+    new CfnOutput(stack, 'ReaderPolicyArn', { value: stack.pillar.readerPolicy.managedPolicyArn });
+    new CfnOutput(stack, 'PublisherPolicyArn', { value: stack.pillar.publisherPolicy.managedPolicyArn });
+    new CfnOutput(stack, 'AlarmTopicArn', { value: stack.pillar.alarms.topic.topicArn });
+    stacks.config = stack;
   }
   // Synthesis stops on any finding not acknowledged, with its reason, next to its resource.
   Validations.of(app).addPlugins(new AwsSolutionsChecks(app, { verbose: true }));

@@ -72,6 +72,8 @@ export class DockerMirrorPillar extends Construct {
       timeout: Duration.minutes(15),
       memoryMib: props.settings.memory_mib,
       network: props.settings.network,
+      // Two runs at once would upload the same layers twice and race on their progress.
+      reservedConcurrency: props.settings.one_run_at_a_time ? 1 : undefined,
     });
     mirror.function.addToRolePolicy(
       new iam.PolicyStatement({
@@ -125,6 +127,13 @@ export class DockerMirrorPillar extends Construct {
 
     const period = Duration.minutes(props.settings.schedule_minutes);
     mirror.everyPeriod('Schedule', period, 'Mirrors every configured image');
+    // A run that failed or timed out is not run again by Lambda on top of the next one: the
+    // next scheduled run is the retry. A run held back by the reserved concurrency waits in
+    // Lambda's queue at most one period (six hours at most, Lambda's limit).
+    mirror.function.configureAsyncInvoke({
+      retryAttempts: 0,
+      maxEventAge: Duration.minutes(Math.min(props.settings.schedule_minutes, 6 * 60)),
+    });
 
     // Would it work today? Every image copied or up to date in the last run, and a run at all.
     this.alarms = new AlarmTopic(this, 'Alarms', 'Docker mirror');

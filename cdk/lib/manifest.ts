@@ -58,6 +58,16 @@ export interface DockerMirrorConfig {
   readonly resources: Resources;
   readonly network: NetworkConfig | null;
   readonly canary_period_minutes: number;
+  readonly one_run_at_a_time: boolean;
+}
+
+export interface ConfigConfig {
+  /** The flag bundles' bucket name; null: CloudFormation names it. */
+  readonly bucket: string | null;
+  /** Key prefix of the bundles and the pointer ('' or ending in '/'). */
+  readonly prefix: string;
+  readonly poll_seconds: number;
+  readonly max_bundle_age_minutes: number;
 }
 
 export interface AlarmsConfig {
@@ -72,6 +82,7 @@ export interface Manifest {
   readonly repositories: RepositoryConfig[];
   readonly images: ImageConfig[];
   readonly logging: LoggingConfig | null;
+  readonly config: ConfigConfig | null;
   readonly source_control: SourceControlConfig;
   readonly docker_mirror: DockerMirrorConfig;
   readonly alarms: AlarmsConfig;

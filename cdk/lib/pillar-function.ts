@@ -29,7 +29,7 @@ export const MANIFEST_PATH = '/opt/pillars.toml';
 
 export interface PillarFunctionProps {
   readonly source: FunctionSource;
-  /** The binary: scp-webhook, scp-mirror, scp-reconcile, scp-canary, docker-mirror, docker-canary, log-sink, log-heartbeat. */
+  /** The binary: scp-webhook, scp-mirror, scp-reconcile, scp-canary, docker-mirror, docker-canary, log-sink, log-heartbeat, config-eval. */
   readonly binary: string;
   readonly description: string;
   readonly timeout: Duration;

@@ -5,9 +5,10 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 
+import { ConfigPillar } from './config';
 import { DockerMirrorPillar } from './docker-mirror';
 import { LoggingPillar } from './logging';
-import { DockerMirrorConfig, ImageConfig, LoggingConfig, RepositoryConfig, SourceControlConfig } from './manifest';
+import { ConfigConfig, DockerMirrorConfig, ImageConfig, LoggingConfig, RepositoryConfig, SourceControlConfig } from './manifest';
 import { FunctionSource } from './pillar-function';
 import { SourceControlPillar } from './source-control';
 
@@ -83,6 +84,20 @@ export class LoggingStack extends Stack {
   constructor(scope: Construct, id: string, props: LoggingStackProps) {
     super(scope, id, props);
     this.pillar = new LoggingPillar(this, 'Logging', { source: functionSource(this, props), logging: props.logging });
+    this.pillar.alarms.notifyByEmail(props.alarmEmails ?? []);
+  }
+}
+
+export interface ConfigStackProps extends PillarStackProps {
+  readonly config: ConfigConfig;
+}
+
+export class ConfigStack extends Stack {
+  readonly pillar: ConfigPillar;
+
+  constructor(scope: Construct, id: string, props: ConfigStackProps) {
+    super(scope, id, props);
+    this.pillar = new ConfigPillar(this, 'Config', { source: functionSource(this, props), config: props.config });
     this.pillar.alarms.notifyByEmail(props.alarmEmails ?? []);
   }
 }

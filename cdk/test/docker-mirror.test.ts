@@ -75,6 +75,21 @@ test('the mirror runs on a schedule, 15 minutes at most, with ECR rights on its 
   expect(JSON.stringify(statements)).toContain('pillars/artifactory-read-??????');
 });
 
+test('one run at a time: a concurrency of 1 reserved, and no Lambda retry on top of the next scheduled run', () => {
+  const mirror = (manifest = exampleManifest()) =>
+    Object.values(template(stacks(manifest).dockerMirror).findResources('AWS::Lambda::Function')).find((f) =>
+      f.Properties.Description.startsWith('Copies the configured images'),
+    );
+  expect(mirror()?.Properties.ReservedConcurrentExecutions).toBe(1);
+  built.hasResourceProperties('AWS::Lambda::EventInvokeConfig', {
+    MaximumRetryAttempts: 0,
+    MaximumEventAgeInSeconds: 3600,
+  });
+  const example = exampleManifest();
+  const unreserved = mirror({ ...example, docker_mirror: { ...example.docker_mirror, one_run_at_a_time: false } });
+  expect(unreserved?.Properties.ReservedConcurrentExecutions).toBeUndefined();
+});
+
 test('would it work today: images failed or left, missing data breaching', () => {
   built.hasResourceProperties('AWS::CloudWatch::Alarm', {
     Metrics: Match.arrayWith([Match.objectLike({ Expression: 'failed + left' })]),

@@ -20,6 +20,7 @@ export const FUNCTIONS = [
   'docker-canary',
   'log-sink',
   'log-heartbeat',
+  'config-eval',
 ];
 
 /** The `pillar` command: scripts/test passes the one it built. */

@@ -131,3 +131,46 @@ async fn relay(
     let _ = to.shutdown().await;
     let _ = back.await;
 }
+
+/// Forwards connections to `upstream` until [`Outage::begin`]: from then on every open
+/// connection is dropped and new ones are closed at once, as when a service is gone.
+#[derive(Debug)]
+pub struct Outage {
+    pub address: SocketAddr,
+    down: Arc<AtomicBool>,
+    ended: Arc<tokio::sync::Notify>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Outage {
+    pub fn start(upstream: SocketAddr) -> Self {
+        let (runtime, listener) = crate::background_listener();
+        let address = listener.local_addr().expect("address");
+        let down = Arc::new(AtomicBool::new(false));
+        let ended = Arc::new(tokio::sync::Notify::new());
+        let (accepting, cut) = (Arc::clone(&down), Arc::clone(&ended));
+        runtime.spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if accepting.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let cut = Arc::clone(&cut);
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+                    let mut client = client;
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = cut.notified() => {}
+                    }
+                });
+            }
+        });
+        Self { address, down, ended, _runtime: runtime }
+    }
+
+    /// From now on nothing gets through.
+    pub fn begin(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        self.ended.notify_waiters();
+    }
+}

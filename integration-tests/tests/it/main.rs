@@ -3,6 +3,7 @@
 
 mod canaries;
 mod config_cli;
+mod config_pillar;
 mod docker_faults;
 mod docker_mirror;
 mod git_credentials;

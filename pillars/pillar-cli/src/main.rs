@@ -3,6 +3,7 @@
 
 mod config;
 mod drill;
+mod flags;
 mod git_credential;
 mod image;
 mod logs;
@@ -18,7 +19,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "pillar",
     version,
-    about = "Run and check the pillars: source control, docker mirror, logging"
+    about = "Run and check the pillars: source control, docker mirror, logging, config"
 )]
 struct Cli {
     /// Show what the pillar is doing (-v: progress, -vv: details); RUST_LOG overrides.
@@ -37,6 +38,8 @@ enum Command {
     /// each repository from CodeCommit, pull each image from ECR, send a heartbeat through
     /// the Logging Pillar. Exit 0 when all are ready.
     Drill(drill::Args),
+    #[command(subcommand)]
+    Flags(flags::Command),
     /// Git credential helper for CodeCommit over HTTPS, signing with the AWS credential chain.
     ///
     /// git config --global credential.helper '!pillar git-credential'
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Config(command) => config::run(command),
         Command::Drill(args) => drill::run(args),
+        Command::Flags(command) => flags::run(command),
         Command::GitCredential(args) => git_credential::run(args),
         Command::Heartbeat(args) => logs::heartbeat(args),
         Command::Image(command) => image::run(command),

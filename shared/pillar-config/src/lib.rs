@@ -8,7 +8,7 @@ mod validate;
 
 pub use env::{Env, EnvError};
 pub use manifest::{
-    DEFAULT_LOG_GROUP_PREFIX, DockerMirror, Image, Logging, Manifest, Network, Repository,
+    Config, DEFAULT_LOG_GROUP_PREFIX, DockerMirror, Image, Logging, Manifest, Network, Repository,
     Resources, SourceControl,
 };
 

@@ -18,6 +18,8 @@ pub struct Manifest {
     pub images: Vec<Image>,
     /// The Logging Pillar's settings, when this deployment has one.
     pub logging: Option<Logging>,
+    /// The Config Pillar's settings, when this deployment has one.
+    pub config: Option<Config>,
     /// How the Source Control Pillar runs.
     #[serde(default)]
     pub source_control: SourceControl,
@@ -30,6 +32,26 @@ pub struct Manifest {
     /// What every pillar's functions share.
     #[serde(default)]
     pub functions: Functions,
+}
+
+/// `[config]`: the Config Pillar's bucket and how `config-eval` serves it.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The flag bundles' bucket name (default: CloudFormation names it).
+    pub bucket: Option<String>,
+    /// Key prefix of the bundles and the `current` pointer: empty, or ending in `/`.
+    pub prefix: String,
+    /// How often `config-eval` looks for a new flag set (a conditional GET of the pointer).
+    pub poll_seconds: u32,
+    /// The alarm fires when the flags served were last confirmed current longer ago.
+    pub max_bundle_age_minutes: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { bucket: None, prefix: String::new(), poll_seconds: 30, max_bundle_age_minutes: 60 }
+    }
 }
 
 /// `[functions]`: settings of every pillar's Lambda functions.
@@ -148,6 +170,10 @@ pub struct DockerMirror {
     pub canary_period_minutes: u32,
     /// The KMS key (ARN) new ECR repositories are encrypted with (default: AES256).
     pub kms_key: Option<String>,
+    /// One run at a time: the function reserves a concurrency of 1, so a schedule delivered
+    /// twice, or an invocation by hand, waits for the run in progress. An account still at a
+    /// new account's concurrency quota cannot reserve any: set false there.
+    pub one_run_at_a_time: bool,
 }
 
 impl Default for DockerMirror {
@@ -159,6 +185,7 @@ impl Default for DockerMirror {
             network: None,
             canary_period_minutes: 60,
             kms_key: None,
+            one_run_at_a_time: true,
         }
     }
 }

@@ -321,3 +321,19 @@ fn an_image_repository_is_encrypted_with_its_key_else_the_pillars() {
     let alias = format!("{VALID}\n[docker_mirror]\nkms_key = \"alias/ecr\"\n");
     assert_eq!(keys(&problems(&alias)), ["docker_mirror.kms_key"]);
 }
+
+#[test]
+fn the_config_section_needs_a_bucket_name_s3_takes_a_prefix_ending_in_a_slash_and_an_age_past_two_polls()
+ {
+    let good = format!(
+        "{VALID}\n[config]\nbucket = \"team-flags\"\nprefix = \"flags/\"\npoll_seconds = 30\nmax_bundle_age_minutes = 60\n"
+    );
+    assert!(parse(&good).is_ok());
+    let bad = format!(
+        "{VALID}\n[config]\nbucket = \"Team_Flags\"\nprefix = \"flags\"\npoll_seconds = 2\nmax_bundle_age_minutes = 0\n"
+    );
+    assert_eq!(
+        keys(&problems(&bad)),
+        ["config.bucket", "config.prefix", "config.poll_seconds", "config.max_bundle_age_minutes"]
+    );
+}

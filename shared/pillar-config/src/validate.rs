@@ -41,6 +41,8 @@ const KMS_KEY_MEANING: &str = "a KMS key ARN (arn:aws:kms:<region>:<account>:key
 static VPC_ID: LazyLock<Regex> = LazyLock::new(|| pattern(r"^vpc-[0-9a-f]{8,17}$"));
 static SUBNET_ID: LazyLock<Regex> = LazyLock::new(|| pattern(r"^subnet-[0-9a-f]{8,17}$"));
 static SECURITY_GROUP_ID: LazyLock<Regex> = LazyLock::new(|| pattern(r"^sg-[0-9a-f]{8,17}$"));
+static BUCKET: LazyLock<Regex> = LazyLock::new(|| pattern(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"));
+static KEY_PREFIX: LazyLock<Regex> = LazyLock::new(|| pattern(r"^(?:[A-Za-z0-9!_.*'()-]+/)*$"));
 static LOG_GROUP_PREFIX: LazyLock<Regex> = LazyLock::new(|| pattern(r"^[A-Za-z0-9_./#-]{1,400}$"));
 
 #[derive(Default)]
@@ -79,6 +81,7 @@ pub(crate) fn problems(manifest: &Manifest) -> Vec<Problem> {
     repositories(manifest, &mut p);
     images(manifest, &mut p);
     logging(manifest, &mut p);
+    config(manifest, &mut p);
     runtime(manifest, &mut p);
     p.0
 }
@@ -222,6 +225,35 @@ fn images(manifest: &Manifest, p: &mut Problems) {
             }
             None => {}
         }
+    }
+}
+
+fn config(manifest: &Manifest, p: &mut Problems) {
+    let Some(config) = &manifest.config else {
+        return;
+    };
+    if let Some(bucket) = &config.bucket {
+        p.expect_match(
+            "config.bucket".into(),
+            bucket,
+            &BUCKET,
+            "an S3 bucket name (3-63 lowercase letters, digits, `.`, `-`)",
+        );
+    }
+    p.expect_match(
+        "config.prefix".into(),
+        &config.prefix,
+        &KEY_PREFIX,
+        "empty, or a key prefix ending in `/` (e.g. `flags/`)",
+    );
+    if !(5..=3600).contains(&config.poll_seconds) {
+        p.add("config.poll_seconds", "config-eval polls every 5 to 3600 seconds");
+    }
+    if u64::from(config.max_bundle_age_minutes) * 60 <= 2 * u64::from(config.poll_seconds) {
+        p.add(
+            "config.max_bundle_age_minutes",
+            "must be longer than two polls, or the alarm fires on a healthy pillar",
+        );
     }
 }
 
