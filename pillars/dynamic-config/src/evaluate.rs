@@ -110,7 +110,7 @@ impl Evaluator {
         let mut rules = BTreeMap::new();
         for (key, flag) in &bundle.flags {
             if let Some(rule) = &flag.rule {
-                let compiled = Self::compile_rule(&engine, rule)
+                let compiled = Self::compile_rule(&mut engine, rule)
                     .map_err(|e| compile_error(format!("flag {key}: {e}")))?;
                 rules.insert(key.clone(), compiled);
             }
@@ -118,12 +118,12 @@ impl Evaluator {
         Ok(Self { flags: bundle.flags, rules, digest })
     }
 
-    /// `rule` compiled as an entry point of `engine`'s policies.
+    /// `rule` compiled as an entry point of `engine`'s policies (the engine is prepared
+    /// once, by the first rule; each compiled rule shares its modules).
     pub(crate) fn compile_rule(
-        engine: &regorus::Engine,
+        engine: &mut regorus::Engine,
         rule: &str,
     ) -> Result<regorus::CompiledPolicy, String> {
-        let mut engine = engine.clone();
         engine.compile_with_entrypoint(&rule.into()).map_err(|e| e.to_string())
     }
 

@@ -119,7 +119,7 @@ pub fn load(dir: &Path) -> Result<Bundle, Vec<Problem>> {
     if problems.is_empty() {
         for (key, (line, flag)) in &flags {
             let Some(rule) = &flag.rule else { continue };
-            if let Err(e) = Evaluator::compile_rule(&engine, rule) {
+            if let Err(e) = Evaluator::compile_rule(&mut engine, rule) {
                 problems.push(problem(
                     FLAGS_FILE,
                     *line,
