@@ -192,13 +192,8 @@ impl Store {
             Err(e) => return Err(self.failed(&key, "GetObject", &e)),
         };
         let etag = answer.e_tag().unwrap_or_default().to_owned();
-        let body = answer.body.collect().await.map_err(|e| ConfigError::S3 {
-            bucket: self.bucket.clone(),
-            key: key.clone(),
-            operation: "GetObject",
-            detail: e.to_string(),
-        })?;
-        let pointer = self.parse_pointer(&key, &body.into_bytes())?;
+        let body = self.body(&key, answer).await?;
+        let pointer = self.parse_pointer(&key, &body)?;
         Ok(Polled::Changed { pointer, etag })
     }
 
@@ -212,23 +207,37 @@ impl Store {
     /// The bundle `digest` names, verified against it.
     pub async fn bundle(&self, digest: &str) -> Result<(Bundle, Vec<u8>), ConfigError> {
         let key = self.bundle_key(digest);
+        let bytes = self.read(&key, None).await?;
+        let bundle = Bundle::from_bytes(&bytes, digest, &format!("s3://{}/{key}", self.bucket))?;
+        Ok((bundle, bytes))
+    }
+
+    /// The bytes of `key` (of its version `version`, if given).
+    async fn read(&self, key: &str, version: Option<&str>) -> Result<Vec<u8>, ConfigError> {
         let answer = self
             .s3
             .get_object()
             .bucket(&self.bucket)
-            .key(&key)
+            .key(key)
+            .set_version_id(version.map(ToOwned::to_owned))
             .send()
             .await
-            .map_err(|e| self.failed(&key, "GetObject", &e))?;
-        let bytes = answer.body.collect().await.map_err(|e| ConfigError::S3 {
+            .map_err(|e| self.failed(key, "GetObject", &e))?;
+        self.body(key, answer).await
+    }
+
+    async fn body(
+        &self,
+        key: &str,
+        answer: aws_sdk_s3::operation::get_object::GetObjectOutput,
+    ) -> Result<Vec<u8>, ConfigError> {
+        let body = answer.body.collect().await.map_err(|e| ConfigError::S3 {
             bucket: self.bucket.clone(),
-            key: key.clone(),
+            key: key.to_owned(),
             operation: "GetObject",
             detail: e.to_string(),
         })?;
-        let bytes = bytes.into_bytes().to_vec();
-        let bundle = Bundle::from_bytes(&bytes, digest, &format!("s3://{}/{key}", self.bucket))?;
-        Ok((bundle, bytes))
+        Ok(body.into_bytes().to_vec())
     }
 
     /// Every pointer written, newest first (from the bucket's versioning).
@@ -253,24 +262,10 @@ impl Store {
                     continue;
                 }
                 let Some(id) = version.version_id() else { continue };
-                let answer = self
-                    .s3
-                    .get_object()
-                    .bucket(&self.bucket)
-                    .key(&key)
-                    .version_id(id)
-                    .send()
-                    .await
-                    .map_err(|e| self.failed(&key, "GetObject", &e))?;
-                let body = answer.body.collect().await.map_err(|e| ConfigError::S3 {
-                    bucket: self.bucket.clone(),
-                    key: key.clone(),
-                    operation: "GetObject",
-                    detail: e.to_string(),
-                })?;
+                let body = self.read(&key, Some(id)).await?;
                 versions.push(Version {
                     version_id: id.to_owned(),
-                    pointer: self.parse_pointer(&key, &body.into_bytes())?,
+                    pointer: self.parse_pointer(&key, &body)?,
                     current: version.is_latest() == Some(true),
                 });
             }
