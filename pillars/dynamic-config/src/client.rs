@@ -96,14 +96,16 @@ impl Client {
     pub fn evaluate(&self, key: &str, context: &Value) -> Resolution {
         match self.evaluator() {
             Some(evaluator) => evaluator.evaluate(key, context),
-            None => Resolution::failed(
-                ErrorCode::ProviderNotReady,
-                format!(
-                    "no flag set fetched yet from {}: callers get their defaults",
-                    self.store.location()
-                ),
-            ),
+            None => Resolution::failed(ErrorCode::ProviderNotReady, self.not_ready()),
         }
+    }
+
+    /// Why nothing can be evaluated yet.
+    pub fn not_ready(&self) -> String {
+        format!(
+            "no flag set fetched yet from {}: callers get their defaults",
+            self.store.location()
+        )
     }
 
     pub fn freshness(&self) -> Freshness {

@@ -67,9 +67,7 @@ pub fn handle(
         }
     };
     let Some(evaluator) = client.evaluator() else {
-        let Resolution { error, .. } = client.evaluate("", &context);
-        let detail = error.map(|(_, d)| d).unwrap_or_default();
-        return Answer::json(500, json!({"errorDetails": detail}));
+        return Answer::json(500, json!({"errorDetails": client.not_ready()}));
     };
     let metadata = metadata(client);
     match single {

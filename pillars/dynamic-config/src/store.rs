@@ -117,16 +117,7 @@ impl Store {
         let bytes = bundle.to_bytes();
         let digest = digest(&bytes);
         let key = self.bundle_key(&digest);
-        let put = self
-            .s3
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .content_type("application/json")
-            .if_none_match("*")
-            .body(ByteStream::from(bytes))
-            .send()
-            .await;
+        let put = self.put_json(&key, bytes).if_none_match("*").send().await;
         match put {
             Ok(_) => {}
             // Stored by digest: the same bytes are there already.
@@ -150,13 +141,7 @@ impl Store {
             flags,
             previous: previous.clone(),
         };
-        let put = self
-            .s3
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .content_type("application/json")
-            .body(ByteStream::from(serde_json::to_vec(&pointer).expect("serializes")));
+        let put = self.put_json(&key, serde_json::to_vec(&pointer).expect("serializes"));
         let put = match &held {
             Some((_, etag)) => put.if_match(etag),
             None => put.if_none_match("*"),
@@ -168,6 +153,20 @@ impl Store {
             }
             Err(e) => Err(self.failed(&key, "PutObject", &e)),
         }
+    }
+
+    /// A PutObject of JSON `bytes` at `key`, its condition still to add.
+    fn put_json(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(bytes))
     }
 
     /// The pointer and its ETag; None if nothing was ever published.
@@ -275,7 +274,15 @@ impl Store {
             key_marker = page.next_key_marker().map(ToOwned::to_owned);
             version_marker = page.next_version_id_marker().map(ToOwned::to_owned);
         }
-        versions.sort_by(|a, b| b.pointer.published_at.cmp(&a.pointer.published_at));
+        // By time, not by text: RFC 3339 drops a zero fraction, so "…:07Z" would sort after "…:07.5Z".
+        let at = |v: &Version| {
+            time::OffsetDateTime::parse(
+                &v.pointer.published_at,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok()
+        };
+        versions.sort_by_key(|v| std::cmp::Reverse(at(v)));
         Ok(versions)
     }
 
