@@ -12,12 +12,12 @@ use serde_json::{Value, json};
 
 use crate::support::{env, ok, pillar, python, run, stderr, unique};
 
-fn example() -> PathBuf {
+pub(crate) fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/flags")
 }
 
 /// A versioned bucket, as the Config stack makes it.
-fn bucket() -> String {
+pub(crate) fn bucket() -> String {
     let name = unique("flags").to_lowercase();
     python(
         "import sys, boto3\n\
@@ -43,7 +43,7 @@ fn flag_set(change: impl FnOnce(String) -> String) -> tempfile::TempDir {
 }
 
 /// What `current` names, read with boto3; and the bundle's bytes hashed by Python.
-fn served(bucket: &str) -> (String, String) {
+pub(crate) fn served(bucket: &str) -> (String, String) {
     let out = python(
         "import sys, json, hashlib, boto3\n\
          s3 = boto3.client('s3')\n\

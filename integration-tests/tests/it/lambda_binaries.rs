@@ -25,7 +25,8 @@ use crate::source_control::{
     assert_mirrored, create_fifo_queue, create_webhook_secret, receive, write_manifest,
 };
 use crate::support::{
-    SourceServer, aws_config, create_codecommit_repository, env, runtime, unique,
+    SourceServer, aws_config, create_codecommit_repository, env, pillar, python, run, runtime,
+    stderr, unique,
 };
 
 /// A template resource's logical id and its properties.
@@ -101,8 +102,7 @@ for stack in cfn.describe_stacks()["Stacks"]:
             sys.exit()
 sys.exit(f"no deployed stack holds {sys.argv[1]}: scripts/deploy-check deploys them")
 "#;
-    let read: Value =
-        serde_json::from_str(&crate::support::python(script, &[&id])).expect("a configuration");
+    let read: Value = serde_json::from_str(&python(script, &[&id])).expect("a configuration");
     READ.lock().expect("not poisoned").insert(binary.to_owned(), read.clone());
     read
 }
@@ -120,7 +120,7 @@ zipped = boto3.client("s3").get_object(Bucket=sys.argv[1], Key=sys.argv[2])["Bod
 sys.stdout.write(zipfile.ZipFile(io.BytesIO(zipped)).read("pillars.toml").decode())
 "#;
     let bucket = content["S3Bucket"].as_str().expect("the assets bucket");
-    crate::support::python(script, &[bucket, content["S3Key"].as_str().expect("a key")])
+    python(script, &[bucket, content["S3Key"].as_str().expect("a key")])
 }
 
 /// The ARN of what feeds the deployed function (its one event source mapping).
@@ -129,7 +129,7 @@ fn deployed_event_source(function: &Value) -> String {
         mappings = boto3.client('lambda').list_event_source_mappings(FunctionName=sys.argv[1])\n\
         print(mappings['EventSourceMappings'][0]['EventSourceArn'])";
     let name = function["FunctionName"].as_str().expect("a name");
-    crate::support::python(script, &[name]).trim().to_owned()
+    python(script, &[name]).trim().to_owned()
 }
 
 /// `manifest` with the first entry of its `kind` array of tables (`repository`, `image`)
@@ -147,6 +147,14 @@ fn with_first(manifest: &str, kind: &str, edit: impl FnOnce(&mut toml::Table)) -
 /// What a stand-in gives for a `{"Ref": id}` to a resource of a type.
 type StandIn<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// The properties of the function running `binary` in `app`.
+fn function_properties(app: App, binary: &str) -> Value {
+    match app {
+        App::Synthesized => function_of(app.templates(), binary).1,
+        App::Deployed => deployed_function(binary),
+    }
+}
+
 /// A binary running as the function of the synthesized app that runs it.
 struct Function {
     name: String,
@@ -163,10 +171,7 @@ impl Function {
     fn start(app: App, binary: &str, layer: &[(&str, &str)], stand_in: StandIn<'_>) -> Self {
         let resources = app.templates();
         let (_, template) = function_of(resources, binary);
-        let properties = match app {
-            App::Synthesized => template.clone(),
-            App::Deployed => deployed_function(binary),
-        };
+        let properties = function_properties(app, binary);
         let opt = tempfile::tempdir().expect("layer dir");
         for (file, text) in layer {
             std::fs::write(opt.path().join(file), text).expect("layer file");
@@ -259,17 +264,21 @@ impl Function {
             .unwrap_or_else(|_| panic!("{} answered {answer}; its log: {}", self.name, self.logs()))
     }
 
-    /// Calls its function URL, as Bitbucket would: the emulator makes the request its event.
-    fn call_url(&self, headers: &[(String, String)], body: Vec<u8>) -> u16 {
-        let url = format!("http://{}/lambda-url/{}/", env("PILLAR_LAMBDA_RUNTIME"), self.name);
+    /// POSTs to `path` of its function URL, as a caller would (the emulator makes the
+    /// request its event): the status and the body.
+    fn call_url(&self, path: &str, headers: &[(String, String)], body: Vec<u8>) -> (u16, String) {
+        let url =
+            format!("http://{}/lambda-url/{}/{path}", env("PILLAR_LAMBDA_RUNTIME"), self.name);
         let answer = self.while_running(async {
             let mut request = reqwest::Client::new().post(&url).body(body);
             for (name, value) in headers {
                 request = request.header(name, value);
             }
-            request.send().await
+            let response = request.send().await?;
+            let status = response.status().as_u16();
+            Ok::<_, reqwest::Error>((status, response.text().await?))
         });
-        answer.unwrap_or_else(|e| panic!("calling {url}: {e}")).status().as_u16()
+        answer.unwrap_or_else(|e| panic!("calling {url}: {e}"))
     }
 
     fn logs(&self) -> String {
@@ -302,7 +311,7 @@ for listed in scheduler.list_schedules()["Schedules"]:
 sys.exit(f"no deployed schedule runs {sys.argv[1]}")
 "#;
         let arn = deployed_function(binary)["FunctionArn"].as_str().expect("an ARN").to_owned();
-        return serde_json::from_str(&crate::support::python(script, &[&arn])).expect("JSON");
+        return serde_json::from_str(&python(script, &[&arn])).expect("JSON");
     }
     let resources = app.templates();
     let (id, _) = function_of(resources, binary);
@@ -515,7 +524,7 @@ fn source_control(app: App) {
             .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
             .collect();
     let body = std::fs::read(fixtures.join("dc-repo-refs-changed.json")).expect("body");
-    assert_eq!(webhook.call_url(&headers, body), 202, "{}", webhook.logs());
+    assert_eq!(webhook.call_url("", &headers, body).0, 202, "{}", webhook.logs());
 
     let mirror = Function::start(app, "scp-mirror", &layer, &stand_in);
     let event = sqs_event(&queue_url);
@@ -557,7 +566,7 @@ fn put_secret_value(arn: &str, value: &str) {
 #[test]
 fn the_logging_binaries_beat_on_their_schedule_and_drain_a_kinesis_batch() {
     let stream = unique("lambda-logs");
-    crate::support::python(
+    python(
         "import sys, boto3\nboto3.client('kinesis').create_stream(StreamName=sys.argv[1], ShardCount=1)",
         &[&stream],
     );
@@ -638,4 +647,65 @@ fn docker_mirror(app: App, repository: &str, target: &str, manifest: &str) {
     let pulled = &answer["images"][0];
     assert_eq!(pulled["image"], json!(format!("ecr:{target}")), "{answer}: {}", canary.logs());
     assert_eq!((&pulled["state"], &pulled["tag"]), (&json!("ready"), &json!("1")));
+}
+
+#[test]
+fn the_config_eval_binary_answers_ofrep_from_the_flag_set_published_to_its_bucket() {
+    config_eval(App::Synthesized, &crate::config_pillar::bucket());
+}
+
+#[test]
+#[ignore = "run by scripts/deploy-check, against the stacks it deployed"]
+fn deployed_config_eval_function_answers_ofrep_from_the_bucket_its_stack_made() {
+    let function = deployed_function("config-eval");
+    let bucket = function["Environment"]["Variables"]["CONFIG_BUCKET"].as_str();
+    config_eval(App::Deployed, bucket.expect("the function names its bucket"));
+}
+
+/// Publishes the example flag set to `bucket` under the function's prefix, as a publisher
+/// would; the function answers OFREP through its URL from that bundle.
+fn config_eval(app: App, bucket: &str) {
+    let variables = &function_properties(app, "config-eval")["Environment"]["Variables"];
+    let prefix = variables["CONFIG_PREFIX"].as_str().unwrap_or_default().to_owned();
+    let published = run(pillar()
+        .args(["flags", "publish"])
+        .arg(crate::config_pillar::example())
+        .args(["--bucket", bucket, "--prefix", &prefix]));
+    assert!(published.status.success(), "{}", stderr(&published));
+    let evaluator = Function::start(app, "config-eval", &[], &|kind| {
+        (kind == "AWS::S3::Bucket").then(|| bucket.to_owned())
+    });
+    let json = [("content-type".to_owned(), "application/json".to_owned())];
+    let context = br#"{"context": {"targetingKey": "svc-1", "team": "platform"}}"#;
+
+    let (status, body) =
+        evaluator.call_url("ofrep/v1/evaluate/flags/dns-new-resolver", &json, context.to_vec());
+    assert_eq!(status, 200, "{body}: {}", evaluator.logs());
+    let answer: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!((&answer["value"], &answer["reason"]), (&json!(true), &json!("TARGETING_MATCH")));
+    let bundle = answer["metadata"]["bundle"].as_str().expect("the bundle it answered from");
+    let pointer = format!("{prefix}current");
+    let current = python(
+        "import sys, json, boto3\n\
+         body = boto3.client('s3').get_object(Bucket=sys.argv[1], Key=sys.argv[2])['Body'].read()\n\
+         print(json.loads(body)['digest'])",
+        &[bucket, &pointer],
+    );
+    assert_eq!(bundle, current.trim(), "the bundle {pointer} names");
+
+    let (status, body) = evaluator.call_url("ofrep/v1/evaluate/flags", &json, context.to_vec());
+    assert_eq!(status, 200, "{body}");
+    let bulk: Value = serde_json::from_str(&body).expect("json");
+    let keys: Vec<&str> = bulk["flags"]
+        .as_array()
+        .expect("flags")
+        .iter()
+        .filter_map(|flag| flag["key"].as_str())
+        .collect();
+    assert!(keys.contains(&"dns-new-resolver") && keys.contains(&"log-level"), "{body}");
+
+    let (status, body) =
+        evaluator.call_url("ofrep/v1/evaluate/flags/no-such-flag", &json, context.to_vec());
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("FLAG_NOT_FOUND"), "{body}");
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -88,17 +89,129 @@ impl Resolution {
     }
 }
 
+/// Instructions one evaluation may run on regorus's VM: far above any rule over an
+/// evaluation context, and a bound on one that loops over a flood of input.
+const MAX_INSTRUCTIONS: usize = 10_000_000;
+
+/// One flag's rule, ready to run over a context.
+#[derive(Debug)]
+enum Rule {
+    /// Compiled to regorus's bytecode VM (RVM): a few microseconds, where the interpreter
+    /// builds an engine for each evaluation and takes several times as long.
+    Program(Arc<regorus::rvm::Program>),
+    /// Interpreted: every rule the VM would not answer exactly as the interpreter does.
+    Interpreted(regorus::CompiledPolicy),
+}
+
+impl Rule {
+    fn compile(policy: regorus::CompiledPolicy, rule: &str, vm: bool) -> Self {
+        if !vm {
+            return Self::Interpreted(policy);
+        }
+        match regorus::languages::rego::compiler::Compiler::compile_from_policy(&policy, &[rule]) {
+            Ok(program) if Self::exact_on_the_vm(&program) => Self::Program(program),
+            _ => Self::Interpreted(policy),
+        }
+    }
+
+    /// Whether the VM gives this program's answers exactly as the interpreter (the engine
+    /// `pillar flags check` runs the tests on) does. The VM turns every runtime error into
+    /// undefined, where the interpreter fails: two rule bodies giving different values, a
+    /// builtin or arithmetic on the wrong type, `count` of a number. And it orders values of
+    /// different types differently (`"a" < 1`). So only programs that cannot fail and do
+    /// not order run there: lookups, equality, membership, `not`, `else`, literals, rules
+    /// with one definition or all definitions of one value. The rest (`with`, loops,
+    /// builtins, functions, comparisons) is interpreted, with the same answers, slower.
+    fn exact_on_the_vm(program: &regorus::rvm::Program) -> bool {
+        use regorus::rvm::Instruction as I;
+        use regorus::rvm::program::RuleType;
+        let rules_cannot_conflict = program.rule_infos.iter().all(|rule| {
+            rule.function_info.is_none()
+                && match rule.rule_type {
+                    RuleType::Complete => {
+                        rule.definitions.len() == 1 || rule.early_exit_on_first_success
+                    }
+                    RuleType::PartialSet => true,
+                    RuleType::PartialObject => false,
+                }
+        });
+        rules_cannot_conflict
+            && program.instructions.iter().all(|instruction| {
+                matches!(
+                    instruction,
+                    I::Load { .. }
+                        | I::LoadTrue { .. }
+                        | I::LoadFalse { .. }
+                        | I::LoadNull { .. }
+                        | I::LoadBool { .. }
+                        | I::LoadData { .. }
+                        | I::LoadInput { .. }
+                        | I::Move { .. }
+                        | I::Eq { .. }
+                        | I::Ne { .. }
+                        | I::And { .. }
+                        | I::Or { .. }
+                        | I::Not { .. }
+                        | I::Return { .. }
+                        | I::Index { .. }
+                        | I::IndexLiteral { .. }
+                        | I::ChainedIndex { .. }
+                        | I::ObjectCreate { .. }
+                        | I::ObjectSet { .. }
+                        | I::ArrayNew { .. }
+                        | I::ArrayPush { .. }
+                        | I::ArrayCreate { .. }
+                        | I::SetNew { .. }
+                        | I::SetAdd { .. }
+                        | I::SetCreate { .. }
+                        | I::Contains { .. }
+                        | I::AssertEq { .. }
+                        | I::Guard { .. }
+                        | I::ReturnUndefinedIfNotTrue { .. }
+                        | I::CallRule { .. }
+                        | I::RuleInit { .. }
+                        | I::RuleReturn { .. }
+                        | I::DestructuringSuccess { .. }
+                        | I::Halt {}
+                )
+            })
+    }
+
+    fn run(&self, input: regorus::Value) -> Result<regorus::Value, String> {
+        match self {
+            Self::Program(program) => {
+                let mut vm = regorus::rvm::RegoVM::new();
+                vm.load_program(Arc::clone(program));
+                vm.set_max_instructions(MAX_INSTRUCTIONS);
+                vm.set_input(input);
+                vm.execute().map_err(|e| e.to_string())
+            }
+            Self::Interpreted(policy) => policy.eval_with_input(input).map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// A bundle ready to evaluate: each rule compiled to its own entry point.
 #[derive(Debug)]
 pub struct Evaluator {
     flags: BTreeMap<String, Flag>,
-    rules: BTreeMap<String, regorus::CompiledPolicy>,
+    rules: BTreeMap<String, Rule>,
     digest: String,
 }
 
 impl Evaluator {
     /// Compiles `bundle` (whose digest is `digest`).
     pub fn new(bundle: Bundle, digest: String) -> Result<Self, ConfigError> {
+        Self::compile(bundle, digest, true)
+    }
+
+    /// `bundle` with every rule interpreted: what the VM's answers are checked against.
+    #[cfg(test)]
+    pub(crate) fn interpreted(bundle: Bundle) -> Result<Self, ConfigError> {
+        Self::compile(bundle, "sha256:interpreted".into(), false)
+    }
+
+    fn compile(bundle: Bundle, digest: String, vm: bool) -> Result<Self, ConfigError> {
         let compile_error =
             |detail: String| ConfigError::Compile { source_name: digest.clone(), detail };
         let mut engine = regorus::Engine::new();
@@ -112,7 +225,7 @@ impl Evaluator {
             if let Some(rule) = &flag.rule {
                 let compiled = Self::compile_rule(&mut engine, rule)
                     .map_err(|e| compile_error(format!("flag {key}: {e}")))?;
-                rules.insert(key.clone(), compiled);
+                rules.insert(key.clone(), Rule::compile(compiled, rule, vm));
             }
         }
         Ok(Self { flags: bundle.flags, rules, digest })
@@ -125,6 +238,12 @@ impl Evaluator {
         rule: &str,
     ) -> Result<regorus::CompiledPolicy, String> {
         engine.compile_with_entrypoint(&rule.into()).map_err(|e| e.to_string())
+    }
+
+    /// Whether `key`'s rule runs on regorus's VM (else interpreted, or no rule).
+    #[cfg(test)]
+    pub(crate) fn on_the_vm(&self, key: &str) -> bool {
+        matches!(self.rules.get(key), Some(Rule::Program(_)))
     }
 
     /// The digest of the bundle this evaluates.
@@ -152,7 +271,7 @@ impl Evaluator {
             error,
         };
         let Some(rule) = self.rules.get(key) else { return default(Reason::Static, None) };
-        match rule.eval_with_input(regorus::Value::from(context.clone())) {
+        match rule.run(regorus::Value::from(context.clone())) {
             Ok(regorus::Value::Undefined) => default(Reason::Default, None),
             Ok(value) => {
                 let value = serde_json::to_value(&value).unwrap_or(Value::Null);

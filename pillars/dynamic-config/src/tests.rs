@@ -160,3 +160,153 @@ fn the_check_names_each_problem_with_its_file_and_line() {
     });
     assert!(syntax.iter().any(|p| p.file == "flags.toml" && p.line == 3), "{syntax:?}");
 }
+
+/// Rules of the shapes flag sets use, and contexts that miss attributes or give the wrong
+/// types: the fast path (regorus's VM) must answer every one as the interpreter does, and
+/// the shapes where it would not (conflicts, builtins, comparisons, loops) stay interpreted.
+#[test]
+fn rules_on_the_vm_answer_exactly_as_the_interpreter_does() {
+    const POLICY: &str = r#"package flags.shapes
+
+platform if input.team == "platform"
+
+europe if input.region in {"eu-west-1", "eu-central-1"}
+
+not_canary if not input.cohort == "canary"
+
+not_search if input.team != "search"
+
+tier := input.account.tier
+
+level := "debug" if input.team == "platform"
+else := "warn" if input.region == "eu-west-1"
+
+frozen if input.frozen == true
+
+eligible if {
+	platform
+	not frozen
+}
+
+default weight := 0.1
+
+weight := 0.5 if input.cohort == "canary"
+
+settings := {"team": input.team, "retries": 2} if input.team
+
+resolver if input.team == "platform"
+
+resolver if {
+	input.region == "eu-west-1"
+	input.cohort == "canary"
+}
+
+conflicting := "a" if input.a
+
+conflicting := "b" if input.b
+
+bigger := input.n > 3
+
+prefixed if startswith(input.team, "plat")
+
+beta if {
+	some tag in input.tags
+	tag == "beta"
+}
+"#;
+    let on_the_vm = [
+        ("platform", "boolean"),
+        ("europe", "boolean"),
+        ("not_canary", "boolean"),
+        ("not_search", "boolean"),
+        ("tier", "string"),
+        ("level", "string"),
+        ("eligible", "boolean"),
+        ("weight", "float"),
+        ("settings", "object"),
+        ("resolver", "boolean"),
+    ];
+    let interpreted = [
+        ("conflicting", "string"),
+        ("bigger", "boolean"),
+        ("prefixed", "boolean"),
+        ("beta", "boolean"),
+    ];
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("shapes.rego"), POLICY).unwrap();
+    let flags: String = on_the_vm
+        .iter()
+        .chain(&interpreted)
+        .map(|(rule, kind)| {
+            let default = match *kind {
+                "boolean" => "false",
+                "string" => "\"none\"",
+                "float" => "0.0",
+                _ => "{}",
+            };
+            format!(
+                "[flags.{rule}]\ntype = \"{kind}\"\ndefault = {default}\ndescription = \"{rule}\"\nrule = \"data.flags.shapes.{rule}\"\n\n"
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("flags.toml"), flags).unwrap();
+    let fast =
+        Evaluator::new(load(dir.path()).expect("valid"), "sha256:test".into()).expect("compiles");
+    let reference = Evaluator::interpreted(load(dir.path()).expect("valid")).expect("compiles");
+    for (rule, _) in on_the_vm {
+        assert!(fast.on_the_vm(rule), "{rule} should run on the VM");
+    }
+    for (rule, _) in interpreted {
+        assert!(!fast.on_the_vm(rule), "{rule} must stay interpreted");
+    }
+
+    let mut contexts = vec![
+        json!({}),
+        json!({"team": 5, "region": ["eu-west-1"], "cohort": null, "account": "gold"}),
+        json!({"account": {"tier": "gold"}, "frozen": "yes", "n": "7", "tags": "beta"}),
+        json!({"account": {"tier": 3}, "frozen": true, "team": "platform", "n": 7}),
+        json!({"a": true, "b": true, "tags": ["alpha", "beta"], "n": 2}),
+        json!({"a": true, "tags": [1, "beta"], "team": "plat", "n": 3.5}),
+    ];
+    for team in ["platform", "search", "payments"] {
+        for region in ["eu-west-1", "eu-central-1", "us-east-1"] {
+            for cohort in ["canary", "main"] {
+                contexts.push(json!({"targetingKey": "svc", "team": team, "region": region, "cohort": cohort}));
+            }
+        }
+    }
+    let mut defined = 0;
+    for context in &contexts {
+        for (rule, _) in on_the_vm.iter().chain(&interpreted) {
+            let ours = fast.evaluate(rule, context);
+            let theirs = reference.evaluate(rule, context);
+            defined += usize::from(ours.reason == Reason::TargetingMatch);
+            assert_eq!(
+                (&ours.value, ours.reason, ours.error.as_ref().map(|e| e.0)),
+                (&theirs.value, theirs.reason, theirs.error.as_ref().map(|e| e.0)),
+                "{rule} for {context}"
+            );
+        }
+    }
+    // Both sides of every rule were met: values defined, and defaults.
+    assert!(defined > contexts.len() * 3, "only {defined} defined answers");
+    let conflict = fast.evaluate("conflicting", &json!({"a": true, "b": true}));
+    assert_eq!(conflict.error.map(|e| e.0), Some(ErrorCode::General), "a conflict is an error");
+
+    // The example flag set, on every context.
+    let examples = evaluator();
+    let interpreted_example =
+        Evaluator::interpreted(load(&example()).expect("valid")).expect("compiles");
+    assert!(examples.on_the_vm("dns-new-resolver"));
+    for context in &contexts {
+        for (key, _) in examples.flags() {
+            let ours = examples.evaluate(key, context);
+            let theirs = interpreted_example.evaluate(key, context);
+            assert_eq!(
+                (&ours.value, ours.reason),
+                (&theirs.value, theirs.reason),
+                "{key} for {context}"
+            );
+        }
+    }
+}
