@@ -1,6 +1,7 @@
 //! Network faults the stand-ins cannot make by themselves, on real loopback sockets: a
-//! server that accepts connections and never answers, and a proxy that cuts a connection
-//! once in the middle of a transfer.
+//! server that accepts connections and never answers, a proxy that cuts a connection once in
+//! the middle of a transfer, one that loses the answers to some requests the server carried
+//! out, and an outage.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -172,5 +173,117 @@ impl Outage {
     pub fn begin(&self) {
         self.down.store(true, Ordering::SeqCst);
         self.ended.notify_waiters();
+    }
+}
+
+/// Forwards connections to an AWS API's `upstream`, but the first `times` first attempts
+/// (`amz-sdk-request: attempt=1`) of the operation `target` (its `X-Amz-Target`) get no
+/// answer: the server carries each out, and its answer is dropped with the connection, as
+/// when a network fails on the way back. It lists each operation that went up, in order.
+/// For moto, which closes each connection after its answer: one request a connection.
+#[derive(Debug)]
+pub struct LostAnswers {
+    pub address: SocketAddr,
+    lost: Arc<AtomicUsize>,
+    operations: Arc<std::sync::Mutex<Vec<String>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+/// A request's head: the operation it names, and whether it is the SDK's first attempt.
+fn operation_of(head: &[u8]) -> Option<(String, bool)> {
+    let head = String::from_utf8_lossy(head).to_ascii_lowercase();
+    let header = |name: &str| {
+        head.lines().find_map(|line| line.strip_prefix(name).map(|v| v.trim().to_owned()))
+    };
+    let target = header("x-amz-target:")?;
+    let first = header("amz-sdk-request:").is_some_and(|v| v.contains("attempt=1;"));
+    Some((target, first))
+}
+
+impl LostAnswers {
+    pub fn start(upstream: SocketAddr, target: &'static str, times: usize) -> Self {
+        let (runtime, listener) = crate::background_listener();
+        let address = listener.local_addr().expect("address");
+        let lost = Arc::new(AtomicUsize::new(0));
+        let operations = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (counter, listed) = (Arc::clone(&lost), Arc::clone(&operations));
+        runtime.spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(upstream).await else { continue };
+                let (counter, listed) = (Arc::clone(&counter), Arc::clone(&listed));
+                tokio::spawn(async move {
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    // Set when a request whose answer is to be lost went up: HTTP/1.1 answers
+                    // in order, so what comes down next is its answer.
+                    let armed = Arc::new(AtomicBool::new(false));
+                    let up_armed = Arc::clone(&armed);
+                    let up = tokio::spawn(async move {
+                        let mut buffer = vec![0_u8; 64 * 1024];
+                        // A request's head, gathered until its blank line.
+                        let mut head: Option<Vec<u8>> = Some(Vec::new());
+                        loop {
+                            let read = match client_read.read(&mut buffer).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(read) => read,
+                            };
+                            if let Some(gathered) = head.as_mut() {
+                                gathered.extend_from_slice(&buffer[..read]);
+                                if gathered.windows(4).any(|w| w == b"\r\n\r\n") {
+                                    if let Some((operation, first)) = operation_of(gathered) {
+                                        let lose = |n: usize| (n < times).then_some(n + 1);
+                                        if first
+                                            && operation.eq_ignore_ascii_case(target)
+                                            && counter
+                                                .fetch_update(
+                                                    Ordering::SeqCst,
+                                                    Ordering::SeqCst,
+                                                    lose,
+                                                )
+                                                .is_ok()
+                                        {
+                                            up_armed.store(true, Ordering::SeqCst);
+                                        }
+                                        listed.lock().expect("not poisoned").push(operation);
+                                    }
+                                    // moto answers with `Connection: close`: one request
+                                    // a connection, so one head.
+                                    head = None;
+                                }
+                            }
+                            if server_write.write_all(&buffer[..read]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = server_write.shutdown().await;
+                    });
+                    let mut buffer = vec![0_u8; 64 * 1024];
+                    loop {
+                        let read = match server_read.read(&mut buffer).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(read) => read,
+                        };
+                        if armed.load(Ordering::SeqCst) {
+                            break; // the answer is lost, with the connection
+                        }
+                        if client_write.write_all(&buffer[..read]).await.is_err() {
+                            break;
+                        }
+                    }
+                    up.abort();
+                });
+            }
+        });
+        Self { address, lost, operations, _runtime: runtime }
+    }
+
+    /// How many answers were lost.
+    pub fn lost(&self) -> usize {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// The operations that went up (`X-Amz-Target`, lowercase), retries included.
+    pub fn operations(&self) -> Vec<String> {
+        self.operations.lock().expect("not poisoned").clone()
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use docker_mirror::refs::ImageRef;
 use docker_mirror::registry::Registry;
 use docker_mirror::service::{Mirror, Outcome};
-use integration_tests::faults::{Blackhole, CuttingProxy};
+use integration_tests::faults::{Blackhole, CuttingProxy, LostAnswers};
 use integration_tests::referrers::ReferrersRegistry;
 use oci_client::secrets::RegistryAuth;
 use serde_json::Value;
@@ -333,6 +333,47 @@ fn a_layer_longer_than_a_run_resumes_where_it_stopped_and_other_images_go_on() {
     assert!(!outcomes[0].0, "the big one could not be, in one run: {outcomes:?}");
     assert!(outcomes.last().is_some_and(|o| o.0), "the big one converged: {outcomes:?}");
     assert_eq!(ecr_images(&big), 1);
+}
+
+/// ECR took a layer part but its answer was lost (the SDK retries it, and ECR says it holds
+/// those bytes already), more than once in a run: the upload goes on from where ECR stands,
+/// as often as it happens, and never starts over.
+#[test]
+fn answers_lost_after_ecr_took_the_parts_do_not_restart_the_upload() {
+    let repository = unique("dm/lost-answers");
+    let digest = push(&spec(&["linux/amd64"], &[24 * MIB], false), &repository, "1");
+    let moto = env("AWS_ENDPOINT_URL");
+    let moto = moto.trim_start_matches("http://").trim_end_matches('/');
+    let proxy = LostAnswers::start(
+        moto.parse().expect("moto's host:port"),
+        "AmazonEC2ContainerRegistry_V20150921.UploadLayerPart",
+        3,
+    );
+    let text = format!(
+        "[[image]]\nsource = \"{}/{repository}\"\necr_repository = \"{repository}\"\ntags = [\"1\"]\n",
+        env("PILLAR_SOURCE_REGISTRY")
+    );
+    let manifest =
+        pillar_config::Manifest::parse(&text, std::path::Path::new("t.toml")).expect("manifest");
+    let images: Vec<_> = manifest.images.iter().collect();
+    let aws = runtime()
+        .block_on(aws_config::from_env().endpoint_url(format!("http://{}", proxy.address)).load());
+    let mirror = Mirror::from_aws(&aws, Duration::from_secs(300));
+    let report = runtime().block_on(mirror.sync(&images, None));
+    assert_eq!(proxy.lost(), 3, "three answers to UploadLayerPart were lost");
+    let operations = proxy.operations();
+    let count = |name: &str| operations.iter().filter(|o| o.ends_with(name)).count();
+    // The config and the layer, each uploaded once: never started over.
+    assert_eq!(count(".initiatelayerupload"), 2, "{operations:?}");
+    // The config's one part and the layer's five of the 5 MiB moto asks for, each sent once,
+    // and again for each lost answer.
+    assert_eq!(count(".uploadlayerpart"), 1 + 5 + 3, "{operations:?}");
+    assert!(
+        matches!(&report.images[0].outcome, Outcome::Copied { digest: copied, .. } if *copied == digest),
+        "{:?}",
+        report.images
+    );
+    assert_eq!(ecr_images(&repository), 1);
 }
 
 /// A slow image first in the manifest holds one slot only: the slot beside it takes every

@@ -60,6 +60,8 @@ const PARTS_IN_FLIGHT: usize = 2;
 enum PartRefused {
     /// It does not follow what ECR holds: this many bytes.
     Behind(u64),
+    /// ECR no longer knows the upload (expired, or the record outlived it).
+    Gone(MirrorError),
     Other(MirrorError),
 }
 
@@ -72,7 +74,7 @@ impl PartRefused {
                 message: format!("the part does not follow the {held} bytes ECR holds"),
                 retryable: true,
             },
-            Self::Other(error) => error,
+            Self::Gone(error) | Self::Other(error) => error,
         }
     }
 }
@@ -374,9 +376,11 @@ impl Ecr {
         let mut stream = Box::pin(open(sent).await?);
         let mut pending = Bytes::new();
         let mut ended = false;
-        // Where ECR says it stands, when a recorded offset was behind it (the run ended
-        // between a part and its record): the source is read again from there, once.
-        let mut realigned = false;
+        // ECR holding more than this upload sent means a part landed whose answer was lost
+        // (the SDK's retry is refused) or whose record was not kept (the run ended between
+        // them): the source is read again from where ECR stands, as often as it happens, since
+        // that only moves forward. Holding less is followed back once.
+        let mut went_back = false;
         while !ended || !pending.is_empty() {
             let mut part = BytesMut::with_capacity(part_size);
             while part.len() < part_size {
@@ -405,14 +409,17 @@ impl Ecr {
             };
             match uploaded {
                 Ok(()) => sent += length,
-                Err(PartRefused::Behind(held)) if resumable && !realigned && held <= blob.size => {
+                Err(PartRefused::Behind(held))
+                    if held <= blob.size && (held > sent || !went_back) =>
+                {
                     tracing::info!(
                         repository,
                         digest = blob.digest,
                         held,
-                        "realigning a resumed upload"
+                        sent,
+                        "realigning an upload"
                     );
-                    realigned = true;
+                    went_back |= held <= sent;
                     sent = held;
                     if sent == blob.size {
                         // ECR holds it all: only the completion is left.
@@ -423,9 +430,10 @@ impl Ecr {
                     continue;
                 }
                 Err(refused) => {
-                    // An upload ECR no longer knows (expired, or the tag outlived it) starts
-                    // again from byte 0 next time.
-                    if resumable {
+                    // An upload ECR no longer knows, or one it holds in a way this cannot
+                    // follow, starts again from byte 0 next time; any other failure (a network
+                    // gone for the SDK's retries) leaves the record for the next run.
+                    if resumable && !matches!(refused, PartRefused::Other(_)) {
                         self.forget_progress(repository, &blob.digest).await;
                     }
                     return Err(refused.into_error(repository));
@@ -556,6 +564,9 @@ impl Ecr {
                 });
                 match held {
                     Some(held) => Err(PartRefused::Behind(held)),
+                    None if e.code() == Some("UploadNotFoundException") => {
+                        Err(PartRefused::Gone(failure("UploadLayerPart", repository, &e)))
+                    }
                     None => Err(PartRefused::Other(failure("UploadLayerPart", repository, &e))),
                 }
             }
