@@ -81,6 +81,7 @@ export function addPillarStacks(app: App, manifest: Manifest, sources: PillarSou
       config: manifest.config,
     });
     new CfnOutput(stack, 'BucketName', { value: stack.pillar.bucket.bucketName, description: 'pillar flags publish --bucket <this>' });
+    new CfnOutput(stack, 'KeyArn', { value: stack.pillar.key.keyArn, description: '[config] kms_key of a later stack adopting the bucket' });
     new CfnOutput(stack, 'EvalUrl', { value: stack.pillar.evalUrl.url, description: 'OFREP base URL (SigV4, service lambda)' });
     new CfnOutput(stack, 'ReaderPolicyArn', { value: stack.pillar.readerPolicy.managedPolicyArn });
     new CfnOutput(stack, 'PublisherPolicyArn', { value: stack.pillar.publisherPolicy.managedPolicyArn });

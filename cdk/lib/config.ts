@@ -22,8 +22,8 @@ export interface ConfigPillarProps {
 }
 
 export class ConfigPillar extends Construct {
-  readonly bucket: s3.Bucket;
-  readonly key: kms.Key;
+  readonly bucket: s3.IBucket;
+  readonly key: kms.IKey;
   readonly evalUrl: lambda.FunctionUrl;
   /** Services attach it to read flags: OFREP through the URL, or the bundles themselves. */
   readonly readerPolicy: iam.ManagedPolicy;
@@ -36,23 +36,36 @@ export class ConfigPillar extends Construct {
   constructor(scope: Construct, id: string, props: ConfigPillarProps) {
     super(scope, id);
     const config = props.config;
-    this.key = new kms.Key(this, 'Key', { description: 'Config Pillar flag bundles', enableKeyRotation: true });
-    // Kept when the stack goes: its versions are the flags' history.
-    this.bucket = new s3.Bucket(this, 'Bundles', {
-      bucketName: config.bucket ?? undefined,
-      versioned: true,
-      encryption: s3.BucketEncryption.KMS,
-      encryptionKey: this.key,
-      bucketKeyEnabled: true,
-      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
-      enforceSSL: true,
-      removalPolicy: RemovalPolicy.RETAIN,
-    });
-    acknowledge(
-      this.bucket,
-      'AwsSolutions-S1',
-      'Every write is a reviewed publish by one role, its history kept by versioning; an access-log bucket would be a second bucket the pillar depends on',
-    );
+    // Both kept when the stack goes: the bucket's versions are the flags' history, and the
+    // key decrypts them. A later stack adopts them (`resources = "existing"`).
+    this.key = config.kms_key
+      ? kms.Key.fromKeyArn(this, 'Key', config.kms_key)
+      : new kms.Key(this, 'Key', {
+          description: 'Config Pillar flag bundles',
+          enableKeyRotation: true,
+          removalPolicy: RemovalPolicy.RETAIN,
+        });
+    if (config.resources === 'existing') {
+      // `pillar config check` insists on both the name and the key for an existing bucket.
+      this.bucket = s3.Bucket.fromBucketAttributes(this, 'Bundles', { bucketName: config.bucket!, encryptionKey: this.key });
+    } else {
+      const bucket = new s3.Bucket(this, 'Bundles', {
+        bucketName: config.bucket ?? undefined,
+        versioned: true,
+        encryption: s3.BucketEncryption.KMS,
+        encryptionKey: this.key,
+        bucketKeyEnabled: true,
+        blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+        enforceSSL: true,
+        removalPolicy: RemovalPolicy.RETAIN,
+      });
+      acknowledge(
+        bucket,
+        'AwsSolutions-S1',
+        'Every write is a reviewed publish by one role, its history kept by versioning; an access-log bucket would be a second bucket the pillar depends on',
+      );
+      this.bucket = bucket;
+    }
     const objects = this.bucket.arnForObjects(`${config.prefix}*`);
 
     const evaluator = new PillarFunction(this, 'Eval', {

@@ -68,6 +68,9 @@ export interface ConfigConfig {
   readonly prefix: string;
   readonly poll_seconds: number;
   readonly max_bundle_age_minutes: number;
+  /** The bucket's KMS key ARN; null: the stack makes one. */
+  readonly kms_key: string | null;
+  readonly resources: Resources;
 }
 
 export interface AlarmsConfig {

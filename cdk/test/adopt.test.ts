@@ -9,8 +9,16 @@ const adopting = {
   source_control: { ...example.source_control, resources: 'existing' as const },
   docker_mirror: { ...example.docker_mirror, resources: 'existing' as const },
   logging: { ...example.logging!, resources: 'existing' as const },
+  config: {
+    ...example.config!,
+    bucket: 'team-flags',
+    kms_key: 'arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab',
+    resources: 'existing' as const,
+  },
 };
 const all = stacks(adopting);
+// The flag bundles' key (the alarm topic has its own).
+const BUNDLE_KEY = { Description: 'Config Pillar flag bundles' };
 
 function statements(built: ReturnType<typeof template>): string {
   return JSON.stringify(Object.values(built.findResources('AWS::IAM::Policy')).map((p) => p.Properties.PolicyDocument));
@@ -21,6 +29,8 @@ test('by default each stack creates what it names', () => {
   template(created.sourceControl).resourceCountIs('AWS::CodeCommit::Repository', 2);
   template(created.dockerMirror).resourceCountIs('AWS::ECR::Repository', 2);
   template(created.logging).resourceCountIs('AWS::Kinesis::Stream', 1);
+  template(created.config!).resourceCountIs('AWS::S3::Bucket', 1);
+  template(created.config!).resourcePropertiesCountIs('AWS::KMS::Key', BUNDLE_KEY, 1);
 });
 
 test('existing CodeCommit repositories are adopted, and the mirror may push to exactly them', () => {
@@ -49,4 +59,19 @@ test('an existing stream is adopted: the sink reads it and producers may write i
   expect(JSON.stringify(mappings.map((m) => m.Properties.EventSourceArn))).toContain(stream);
   const producer = Object.values(built.findResources('AWS::IAM::ManagedPolicy'));
   expect(JSON.stringify(producer)).toContain(stream);
+});
+
+test('an existing flag bucket and its key are adopted: config-eval reads them, publishers write them', () => {
+  const built = template(all.config!);
+  built.resourceCountIs('AWS::S3::Bucket', 0);
+  built.resourcePropertiesCountIs('AWS::KMS::Key', BUNDLE_KEY, 0);
+  const functions = Object.values(built.findResources('AWS::Lambda::Function'));
+  expect(functions.map((f) => f.Properties.Environment.Variables.CONFIG_BUCKET)).toEqual(['team-flags']);
+  const granted = JSON.stringify([
+    ...Object.values(built.findResources('AWS::IAM::ManagedPolicy')).map((p) => p.Properties.PolicyDocument),
+    statements(built),
+  ]);
+  expect(granted).toContain(':s3:::team-flags/');
+  expect(granted).toContain(adopting.config.kms_key);
+  built.hasOutput('BucketName', { Value: 'team-flags' });
 });

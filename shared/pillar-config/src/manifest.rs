@@ -46,11 +46,24 @@ pub struct Config {
     pub poll_seconds: u32,
     /// The alarm fires when the flags served were last confirmed current longer ago.
     pub max_bundle_age_minutes: u32,
+    /// The bucket's KMS key, an ARN (default: the stack makes one that rotates). An existing
+    /// bucket's key: the stack that made the bucket kept it.
+    pub kms_key: Option<String>,
+    /// The bucket and its key: made by the stack, or kept by an earlier stack (both kept when
+    /// it went, the flags' history in the bucket's versions) and adopted as they are.
+    pub resources: Resources,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { bucket: None, prefix: String::new(), poll_seconds: 30, max_bundle_age_minutes: 60 }
+        Self {
+            bucket: None,
+            prefix: String::new(),
+            poll_seconds: 30,
+            max_bundle_age_minutes: 60,
+            kms_key: None,
+            resources: Resources::Create,
+        }
     }
 }
 

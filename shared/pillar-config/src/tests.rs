@@ -336,4 +336,15 @@ fn the_config_section_needs_a_bucket_name_s3_takes_a_prefix_ending_in_a_slash_an
         keys(&problems(&bad)),
         ["config.bucket", "config.prefix", "config.poll_seconds", "config.max_bundle_age_minutes"]
     );
+    // Adopting the bucket an earlier stack kept: by its name, with its key.
+    let key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let adopted = format!(
+        "{VALID}\n[config]\nbucket = \"team-flags\"\nkms_key = \"{key}\"\nresources = \"existing\"\n"
+    );
+    assert!(parse(&adopted).is_ok());
+    let nameless =
+        format!("{VALID}\n[config]\nresources = \"existing\"\nkms_key = \"alias/flags\"\n");
+    assert_eq!(keys(&problems(&nameless)), ["config.kms_key", "config.bucket"]);
+    let keyless = format!("{VALID}\n[config]\nbucket = \"team-flags\"\nresources = \"existing\"\n");
+    assert_eq!(keys(&problems(&keyless)), ["config.kms_key"]);
 }

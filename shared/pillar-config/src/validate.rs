@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::{Manifest, Problem};
+use crate::{Manifest, Problem, Resources};
 
 /// CloudWatch Logs accepts only these retention periods.
 const RETENTION_DAYS: &[u32] = &[
@@ -239,6 +239,20 @@ fn config(manifest: &Manifest, p: &mut Problems) {
             &BUCKET,
             "an S3 bucket name (3-63 lowercase letters, digits, `.`, `-`)",
         );
+    }
+    if let Some(key) = &config.kms_key {
+        p.expect_match("config.kms_key".into(), key, &KMS_KEY_ARN, KMS_KEY_MEANING);
+    }
+    if config.resources == Resources::Existing {
+        if config.bucket.is_none() {
+            p.add("config.bucket", "resources = \"existing\" adopts a bucket by its name: give it");
+        }
+        if config.kms_key.is_none() {
+            p.add(
+                "config.kms_key",
+                "resources = \"existing\" needs the existing bucket's key (its ARN, in the earlier stack's KeyArn output or the bucket's encryption settings)",
+            );
+        }
     }
     p.expect_match(
         "config.prefix".into(),
