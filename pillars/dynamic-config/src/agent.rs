@@ -109,21 +109,31 @@ impl Agent {
     ) -> Answer {
         let answer = ofrep::handle(&self.client, method, path, if_none_match, body);
         self.evaluations.fetch_add(1, Ordering::Relaxed);
-        let failed = match answer.status {
-            500 => true,
-            400 => answer.body.as_ref().is_some_and(|b| {
-                matches!(b["errorCode"].as_str(), Some("GENERAL" | "TYPE_MISMATCH"))
-            }),
-            200 => answer.body.as_ref().and_then(|b| b["flags"].as_array()).is_some_and(|flags| {
-                flags
-                    .iter()
-                    .any(|f| matches!(f["errorCode"].as_str(), Some("GENERAL" | "TYPE_MISMATCH")))
-            }),
-            _ => false,
-        };
-        if failed {
+        if answer.failed {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
         answer
+    }
+
+    /// One OFREP request over HTTP, as `pillar flags serve` and `config-eval` both carry
+    /// it: the poll made first when due, then the answer with its content type and ETag.
+    pub async fn respond(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> http::Response<Vec<u8>> {
+        self.refresh_if_due().await;
+        let if_none_match = headers.get(http::header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+        let answer = self.answer(method.as_str(), uri.path(), if_none_match, body);
+        let mut response = http::Response::builder()
+            .status(answer.status)
+            .header(http::header::CONTENT_TYPE, "application/json");
+        if let Some(etag) = &answer.etag {
+            response = response.header(http::header::ETAG, etag);
+        }
+        // The statuses are OFREP's and the ETag a quoted hex digest: always valid.
+        response.body(answer.body_bytes()).expect("a valid status and headers")
     }
 }

@@ -87,6 +87,12 @@ impl Resolution {
     pub fn failed(code: ErrorCode, detail: String) -> Self {
         Self { value: None, kind: None, reason: Reason::Error, error: Some((code, detail)) }
     }
+
+    /// Whether the flag's rule failed or gave the wrong type: the flag set's fault, which
+    /// the alarm counts (an unknown key is the caller's).
+    pub fn rule_failed(&self) -> bool {
+        matches!(self.error, Some((ErrorCode::TypeMismatch | ErrorCode::General, _)))
+    }
 }
 
 /// Instructions one evaluation may run on regorus's VM: far above any rule over an
@@ -264,6 +270,20 @@ impl Evaluator {
                 format!("flag `{key}` is not in the flag set"),
             );
         };
+        self.resolve(key, flag, &regorus::Value::from(context.clone()))
+    }
+
+    /// Every flag for `context`, in key order: the context converted for Rego once.
+    pub fn evaluate_all(&self, context: &Value) -> Vec<(&str, Resolution)> {
+        let input = regorus::Value::from(context.clone());
+        self.flags
+            .iter()
+            .map(|(key, flag)| (key.as_str(), self.resolve(key, flag, &input)))
+            .collect()
+    }
+
+    /// `flag` (named `key`) for `input`, the context as Rego takes it (shared, not copied).
+    fn resolve(&self, key: &str, flag: &Flag, input: &regorus::Value) -> Resolution {
         let default = |reason, error| Resolution {
             value: Some(flag.default.clone()),
             kind: Some(flag.kind),
@@ -271,7 +291,7 @@ impl Evaluator {
             error,
         };
         let Some(rule) = self.rules.get(key) else { return default(Reason::Static, None) };
-        match rule.run(regorus::Value::from(context.clone())) {
+        match rule.run(input.clone()) {
             Ok(regorus::Value::Undefined) => default(Reason::Default, None),
             Ok(value) => {
                 let value = serde_json::to_value(&value).unwrap_or(Value::Null);

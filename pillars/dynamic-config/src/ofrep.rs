@@ -28,11 +28,13 @@ pub struct Answer {
     pub etag: Option<String>,
     /// JSON, or none (304).
     pub body: Option<Value>,
+    /// A rule failed, or no flag set could be served: what the alarm counts.
+    pub failed: bool,
 }
 
 impl Answer {
     fn json(status: u16, body: Value) -> Self {
-        Self { status, etag: None, body: Some(body) }
+        Self { status, etag: None, body: Some(body), failed: false }
     }
 
     pub fn body_bytes(&self) -> Vec<u8> {
@@ -67,7 +69,8 @@ pub fn handle(
         }
     };
     let Some(evaluator) = client.evaluator() else {
-        return Answer::json(500, json!({"errorDetails": client.not_ready()}));
+        let not_ready = Answer::json(500, json!({"errorDetails": client.not_ready()}));
+        return Answer { failed: true, ..not_ready };
     };
     let metadata = metadata(client);
     match single {
@@ -80,21 +83,25 @@ pub fn handle(
                 Some((ErrorCode::ProviderNotReady, _)) => 500,
                 Some(_) => 400,
             };
-            Answer::json(status, evaluation(&key, resolution, &metadata))
+            let failed = resolution.rule_failed();
+            Answer { failed, ..Answer::json(status, evaluation(&key, resolution, &metadata)) }
         }
         None => {
             let etag = bulk_etag(evaluator.digest(), &context);
             if if_none_match.is_some_and(|given| given.split(',').any(|t| t.trim() == etag)) {
-                return Answer { status: 304, etag: Some(etag), body: None };
+                return Answer { status: 304, etag: Some(etag), body: None, failed: false };
             }
-            let flags: Vec<Value> = evaluator
-                .flags()
-                .map(|(key, _)| evaluation(key, evaluator.evaluate(key, &context), &metadata))
+            let resolutions = evaluator.evaluate_all(&context);
+            let failed = resolutions.iter().any(|(_, resolution)| resolution.rule_failed());
+            let flags: Vec<Value> = resolutions
+                .into_iter()
+                .map(|(key, resolution)| evaluation(key, resolution, &metadata))
                 .collect();
             Answer {
                 status: 200,
                 etag: Some(etag),
                 body: Some(json!({"flags": flags, "metadata": metadata})),
+                failed,
             }
         }
     }
@@ -131,22 +138,13 @@ fn evaluation(key: &str, resolution: Resolution, metadata: &Value) -> Value {
     match (resolution.error, resolution.value) {
         (None, Some(value)) => {
             // The variant names where the value came from (OpenFeature SDKs expect one).
-            let (reason, variant) = match resolution.reason {
-                Reason::TargetingMatch => ("TARGETING_MATCH", "rule"),
-                Reason::Static => ("STATIC", "default"),
-                Reason::Default => ("DEFAULT", "default"),
-                Reason::Error => ("ERROR", "default"),
-            };
+            let reason = resolution.reason;
+            let variant = if reason == Reason::TargetingMatch { "rule" } else { "default" };
             json!({"key": key, "value": value, "reason": reason, "variant": variant, "metadata": metadata})
         }
         (error, _) => {
+            // The codes and reasons serialize as OFREP spells them (SCREAMING_SNAKE_CASE).
             let (code, detail) = error.unwrap_or((ErrorCode::General, "no value".to_owned()));
-            let code = match code {
-                ErrorCode::FlagNotFound => "FLAG_NOT_FOUND",
-                ErrorCode::TypeMismatch => "TYPE_MISMATCH",
-                ErrorCode::General => "GENERAL",
-                ErrorCode::ProviderNotReady => "PROVIDER_NOT_READY",
-            };
             json!({"key": key, "errorCode": code, "errorDetails": detail, "metadata": metadata})
         }
     }

@@ -310,3 +310,66 @@ beta if {
         }
     }
 }
+
+/// An agent serving the flag set its cache holds (S3 is never asked): the alarm counts a
+/// rule that failed (alone or in a bulk answer) and nothing to serve, never an unknown key.
+#[test]
+fn the_agent_counts_failed_rules_and_nothing_to_serve_but_not_unknown_keys() {
+    use std::time::Duration;
+
+    use crate::agent::Agent;
+    use crate::client::Client;
+    use crate::store::Store;
+
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("eu-west-1"))
+            .build(),
+    );
+    let agent = |cache: &Path| {
+        let store = Store::new(s3.clone(), "flags", "");
+        Agent::new(Client::new(store, Some(cache.to_owned())), Duration::from_secs(30))
+    };
+    let errors = |agent: &Agent| agent.metrics().to_json(0)["EvaluationErrors"].clone();
+    let single = "/ofrep/v1/evaluate/flags/dns-new-resolver";
+
+    let nothing = tempfile::tempdir().expect("temp dir");
+    let unready = agent(nothing.path());
+    let answer = unready.answer("POST", single, None, b"{}");
+    assert_eq!((answer.status, answer.failed), (500, true));
+    assert_eq!(errors(&unready), json!(1.0));
+
+    // Two values for one context: the log level's rule fails for {a, b}.
+    let set = changed(|dir| {
+        std::fs::write(
+            dir.join("logging.rego"),
+            "package flags.logging\n\nlevel := \"debug\" if input.a\n\nlevel := \"warn\" if input.b\n",
+        )
+        .unwrap();
+    });
+    let bytes = load(set.path()).expect("valid").to_bytes();
+    let cache = tempfile::tempdir().expect("temp dir");
+    std::fs::write(cache.path().join("bundle.json"), &bytes).unwrap();
+    let pointer = json!({
+        "pointer": {"digest": digest(&bytes), "published_at": "2026-12-01T00:00:00Z", "flags": 6},
+        "etag": "\"cached\"",
+        "confirmed_at": 0,
+    });
+    std::fs::write(cache.path().join("pointer.json"), pointer.to_string()).unwrap();
+    let serving = agent(cache.path());
+    let both = br#"{"context": {"a": true, "b": true}}"#;
+    let answers = [
+        (single, &br#"{"context": {"team": "platform"}}"#[..], 200, false),
+        ("/ofrep/v1/evaluate/flags/no-such-flag", b"{}", 404, false),
+        ("/ofrep/v1/evaluate/flags/log-level", both, 400, true),
+        ("/ofrep/v1/evaluate/flags", both, 200, true),
+        ("/ofrep/v1/evaluate/flags", b"{}", 200, false),
+    ];
+    for (path, body, status, failed) in answers {
+        let answer = serving.answer("POST", path, None, body);
+        assert_eq!((answer.status, answer.failed), (status, failed), "{path} {answer:?}");
+    }
+    let metrics = serving.metrics().to_json(0);
+    assert_eq!((&metrics["Evaluations"], &metrics["EvaluationErrors"]), (&json!(5.0), &json!(2.0)));
+}

@@ -11,8 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, Method, Uri};
 use clap::Subcommand;
 use dynamic_config::agent::Agent;
 use dynamic_config::client::Client;
@@ -237,18 +236,8 @@ async fn answer(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> impl IntoResponse {
-    agent.refresh_if_due().await;
-    let if_none_match = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
-    let answer = agent.answer(method.as_str(), uri.path(), if_none_match, &body);
-    let mut response_headers = HeaderMap::new();
-    response_headers
-        .insert(header::CONTENT_TYPE, "application/json".parse().expect("a header value"));
-    if let Some(etag) = answer.etag.as_deref().and_then(|e| e.parse().ok()) {
-        response_headers.insert(header::ETAG, etag);
-    }
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, response_headers, answer.body_bytes())
+) -> axum::response::Response {
+    agent.respond(&method, &uri, &headers, &body).await.map(axum::body::Body::from)
 }
 
 /// A JSON object as an OpenFeature evaluation context.

@@ -10,7 +10,7 @@ use anyhow::Context;
 use dynamic_config::agent::Agent;
 use dynamic_config::client::Client;
 use dynamic_config::store::Store;
-use lambda_http::{Body, Request, Response, service_fn};
+use lambda_http::{Body, Request, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -32,22 +32,10 @@ async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::run(service_fn(move |request: Request| {
         let agent = Arc::clone(&agent);
         async move {
-            agent.refresh_if_due().await;
-            let if_none_match =
-                request.headers().get(http::header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
-            let answer = agent.answer(
-                request.method().as_str(),
-                request.uri().path(),
-                if_none_match,
-                request.body().as_ref(),
-            );
-            let mut response = Response::builder()
-                .status(answer.status)
-                .header(http::header::CONTENT_TYPE, "application/json");
-            if let Some(etag) = &answer.etag {
-                response = response.header(http::header::ETAG, etag);
-            }
-            Ok::<_, lambda_http::Error>(response.body(Body::from(answer.body_bytes()))?)
+            let answer = agent
+                .respond(request.method(), request.uri(), request.headers(), request.body())
+                .await;
+            Ok::<_, lambda_http::Error>(answer.map(Body::from))
         }
     }))
     .await
