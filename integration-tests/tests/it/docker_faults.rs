@@ -248,12 +248,9 @@ fn a_key_value_secret_works_and_a_rotated_one_is_read_again_after_a_401() {
     let aws = crate::support::aws_config();
     // A day-long cache, as a warm Lambda's with a long TTL.
     let mirror = Mirror::from_aws(&aws, Duration::from_secs(86_400));
-    let text = format!(
-        "[[image]]\nsource = \"{}/{repository}\"\necr_repository = \"{repository}\"\ntags = [\"1\"]\ncredentials_secret = \"{secret}\"\n",
-        proxy.address
-    );
-    let manifest =
-        pillar_config::Manifest::parse(&text, std::path::Path::new("t.toml")).expect("manifest");
+    let text =
+        tag_1_of(proxy.address, &repository) + &format!("credentials_secret = \"{secret}\"\n");
+    let manifest = manifest(&text);
     let images: Vec<_> = manifest.images.iter().collect();
     let first = runtime().block_on(mirror.sync(&images, None));
     assert_eq!(first.copied(), 1, "{:?}", first.images);
@@ -286,15 +283,7 @@ fn a_layer_longer_than_a_run_resumes_where_it_stopped_and_other_images_go_on() {
         &format!("http://{}", env("PILLAR_SOURCE_REGISTRY")),
         Script { download_bytes_per_tick: Some(MIB as usize), ..Script::default() },
     );
-    let image = |name: &str| {
-        format!(
-            "[[image]]\nsource = \"{}/{name}\"\necr_repository = \"{name}\"\ntags = [\"1\"]\n\n",
-            slow.address
-        )
-    };
-    let text = image(&big) + &image(&small);
-    let manifest =
-        pillar_config::Manifest::parse(&text, std::path::Path::new("t.toml")).expect("manifest");
+    let manifest = manifest(&(tag_1_of(slow.address, &big) + &tag_1_of(slow.address, &small)));
     let images: Vec<_> = manifest.images.iter().collect();
     let aws = crate::support::aws_config();
     let mut mirror = Mirror::from_aws(&aws, Duration::from_secs(300));
@@ -349,12 +338,7 @@ fn answers_lost_after_ecr_took_the_parts_do_not_restart_the_upload() {
         "AmazonEC2ContainerRegistry_V20150921.UploadLayerPart",
         3,
     );
-    let text = format!(
-        "[[image]]\nsource = \"{}/{repository}\"\necr_repository = \"{repository}\"\ntags = [\"1\"]\n",
-        env("PILLAR_SOURCE_REGISTRY")
-    );
-    let manifest =
-        pillar_config::Manifest::parse(&text, std::path::Path::new("t.toml")).expect("manifest");
+    let manifest = manifest(&tag_1_of(env("PILLAR_SOURCE_REGISTRY"), &repository));
     let images: Vec<_> = manifest.images.iter().collect();
     let aws = runtime()
         .block_on(aws_config::from_env().endpoint_url(format!("http://{}", proxy.address)).load());
@@ -393,17 +377,11 @@ fn a_slow_image_first_in_the_manifest_does_not_hold_up_the_images_after_it() {
         &format!("http://{}", env("PILLAR_SOURCE_REGISTRY")),
         Script { download_bytes_per_tick: Some(200 * 1024), ..Script::default() },
     );
-    let image = |source: &str, name: &str| {
-        format!(
-            "[[image]]\nsource = \"{source}/{name}\"\necr_repository = \"{name}\"\ntags = [\"1\"]\n\n"
-        )
-    };
-    let mut text = image(&slow.address.to_string(), &slow_name);
+    let mut text = tag_1_of(slow.address, &slow_name);
     for name in &quick {
-        text += &image(&env("PILLAR_SOURCE_REGISTRY"), name);
+        text += &tag_1_of(env("PILLAR_SOURCE_REGISTRY"), name);
     }
-    let manifest =
-        pillar_config::Manifest::parse(&text, std::path::Path::new("t.toml")).expect("manifest");
+    let manifest = manifest(&text);
     let images: Vec<_> = manifest.images.iter().collect();
     let mut mirror = Mirror::from_aws(&crate::support::aws_config(), Duration::from_secs(300));
     mirror.deadline_margin = Duration::from_millis(200);
@@ -426,7 +404,19 @@ fn immutable_image(repository: &str, tags: &str) -> pillar_config::Manifest {
         "[[image]]\nsource = \"{}/{repository}\"\necr_repository = \"{repository}\"\ntags = {tags}\nimmutable_tags = true\n",
         env("PILLAR_SOURCE_REGISTRY")
     );
-    pillar_config::Manifest::parse(&text, std::path::Path::new("t.toml")).expect("manifest")
+    manifest(&text)
+}
+
+/// A manifest's entry copying tag `1` of `name` from `registry` into the ECR repository
+/// of the same name.
+fn tag_1_of(registry: impl std::fmt::Display, name: &str) -> String {
+    format!(
+        "[[image]]\nsource = \"{registry}/{name}\"\necr_repository = \"{name}\"\ntags = [\"1\"]\n\n"
+    )
+}
+
+fn manifest(text: &str) -> pillar_config::Manifest {
+    pillar_config::Manifest::parse(text, std::path::Path::new("t.toml")).expect("manifest")
 }
 
 /// The digest ECR's `repository` holds under `tag_or_digest`.
@@ -538,12 +528,9 @@ fn a_repository_the_mirror_creates_is_encrypted_with_the_manifests_kms_key() {
     let repository = unique("dm/kms");
     push(&spec(&["linux/amd64"], &[4096], false), &repository, "1");
     let key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
-    let text = format!(
-        "[[image]]\nsource = \"{}/{repository}\"\necr_repository = \"{repository}\"\ntags = [\"1\"]\n\n[docker_mirror]\nkms_key = \"{key}\"\n",
-        env("PILLAR_SOURCE_REGISTRY")
-    );
-    let manifest =
-        pillar_config::Manifest::parse(&text, std::path::Path::new("t.toml")).expect("manifest");
+    let text = tag_1_of(env("PILLAR_SOURCE_REGISTRY"), &repository)
+        + &format!("[docker_mirror]\nkms_key = \"{key}\"\n");
+    let manifest = manifest(&text);
     let images: Vec<_> = manifest.images.iter().collect();
     let mirror = Mirror::from_aws(&crate::support::aws_config(), Duration::from_secs(300));
     assert_eq!(runtime().block_on(mirror.sync(&images, None)).copied(), 1);
