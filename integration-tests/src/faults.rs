@@ -41,6 +41,27 @@ pub enum Direction {
     Up,
 }
 
+/// Listens on a loopback port and hands each connection accepted to `serve`, with a new
+/// connection to `upstream` (a client whose upstream connection fails is dropped).
+fn forwarding<Serve, Served>(
+    upstream: SocketAddr,
+    serve: Serve,
+) -> (SocketAddr, tokio::runtime::Runtime)
+where
+    Serve: Fn(TcpStream, TcpStream) -> Served + Send + 'static,
+    Served: Future<Output = ()> + Send + 'static,
+{
+    let (runtime, listener) = crate::background_listener();
+    let address = listener.local_addr().expect("address");
+    runtime.spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(upstream).await else { continue };
+            tokio::spawn(serve(client, server));
+        }
+    });
+    (address, runtime)
+}
+
 /// Forwards connections to `upstream`; the first time a connection has carried `cut_after`
 /// bytes in its direction, it is closed in the middle of the transfer. Later connections
 /// (a retry) pass untouched.
@@ -58,28 +79,23 @@ impl CuttingProxy {
     }
 
     pub fn cutting(upstream: SocketAddr, direction: Direction, cut_after: usize) -> Self {
-        let (runtime, listener) = crate::background_listener();
-        let address = listener.local_addr().expect("address");
         let cuts = Arc::new(AtomicUsize::new(0));
         let cut_done = Arc::new(AtomicBool::new(false));
         let counter = Arc::clone(&cuts);
-        runtime.spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(upstream).await else { continue };
-                let (cut_done, counter) = (Arc::clone(&cut_done), Arc::clone(&counter));
-                let cut = Cut { after: cut_after, done: cut_done, count: counter };
-                tokio::spawn(async move {
-                    let (client_read, client_write) = client.into_split();
-                    let (server_read, server_write) = server.into_split();
-                    match direction {
-                        Direction::Down => {
-                            relay(server_read, client_write, client_read, server_write, cut).await
-                        }
-                        Direction::Up => {
-                            relay(client_read, server_write, server_read, client_write, cut).await
-                        }
+        let (address, runtime) = forwarding(upstream, move |client, server| {
+            let (done, count) = (Arc::clone(&cut_done), Arc::clone(&counter));
+            let cut = Cut { after: cut_after, done, count };
+            async move {
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                match direction {
+                    Direction::Down => {
+                        relay(server_read, client_write, client_read, server_write, cut).await
                     }
-                });
+                    Direction::Up => {
+                        relay(client_read, server_write, server_read, client_write, cut).await
+                    }
+                }
             }
         });
         Self { address, cuts, _runtime: runtime }
@@ -145,25 +161,19 @@ pub struct Outage {
 
 impl Outage {
     pub fn start(upstream: SocketAddr) -> Self {
-        let (runtime, listener) = crate::background_listener();
-        let address = listener.local_addr().expect("address");
         let down = Arc::new(AtomicBool::new(false));
         let ended = Arc::new(tokio::sync::Notify::new());
-        let (accepting, cut) = (Arc::clone(&down), Arc::clone(&ended));
-        runtime.spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                if accepting.load(Ordering::SeqCst) {
-                    continue; // dropped: closed at once
+        let (gone, cut) = (Arc::clone(&down), Arc::clone(&ended));
+        let (address, runtime) = forwarding(upstream, move |mut client, mut server| {
+            let (gone, cut) = (Arc::clone(&gone), Arc::clone(&cut));
+            async move {
+                if gone.load(Ordering::SeqCst) {
+                    return; // dropped: closed at once
                 }
-                let cut = Arc::clone(&cut);
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else { return };
-                    let mut client = client;
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        () = cut.notified() => {}
-                    }
-                });
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    () = cut.notified() => {}
+                }
             }
         });
         Self { address, down, ended, _runtime: runtime }
@@ -202,76 +212,67 @@ fn operation_of(head: &[u8]) -> Option<(String, bool)> {
 
 impl LostAnswers {
     pub fn start(upstream: SocketAddr, target: &'static str, times: usize) -> Self {
-        let (runtime, listener) = crate::background_listener();
-        let address = listener.local_addr().expect("address");
         let lost = Arc::new(AtomicUsize::new(0));
         let operations = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (counter, listed) = (Arc::clone(&lost), Arc::clone(&operations));
-        runtime.spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(upstream).await else { continue };
-                let (counter, listed) = (Arc::clone(&counter), Arc::clone(&listed));
-                tokio::spawn(async move {
-                    let (mut client_read, mut client_write) = client.into_split();
-                    let (mut server_read, mut server_write) = server.into_split();
-                    // Set when a request whose answer is to be lost went up: HTTP/1.1 answers
-                    // in order, so what comes down next is its answer.
-                    let armed = Arc::new(AtomicBool::new(false));
-                    let up_armed = Arc::clone(&armed);
-                    let up = tokio::spawn(async move {
-                        let mut buffer = vec![0_u8; 64 * 1024];
-                        // A request's head, gathered until its blank line.
-                        let mut head: Option<Vec<u8>> = Some(Vec::new());
-                        loop {
-                            let read = match client_read.read(&mut buffer).await {
-                                Ok(0) | Err(_) => break,
-                                Ok(read) => read,
-                            };
-                            if let Some(gathered) = head.as_mut() {
-                                gathered.extend_from_slice(&buffer[..read]);
-                                if gathered.windows(4).any(|w| w == b"\r\n\r\n") {
-                                    if let Some((operation, first)) = operation_of(gathered) {
-                                        let lose = |n: usize| (n < times).then_some(n + 1);
-                                        if first
-                                            && operation.eq_ignore_ascii_case(target)
-                                            && counter
-                                                .fetch_update(
-                                                    Ordering::SeqCst,
-                                                    Ordering::SeqCst,
-                                                    lose,
-                                                )
-                                                .is_ok()
-                                        {
-                                            up_armed.store(true, Ordering::SeqCst);
-                                        }
-                                        listed.lock().expect("not poisoned").push(operation);
-                                    }
-                                    // moto answers with `Connection: close`: one request
-                                    // a connection, so one head.
-                                    head = None;
-                                }
-                            }
-                            if server_write.write_all(&buffer[..read]).await.is_err() {
-                                break;
-                            }
-                        }
-                        let _ = server_write.shutdown().await;
-                    });
+        let (address, runtime) = forwarding(upstream, move |client, server| {
+            let (counter, listed) = (Arc::clone(&counter), Arc::clone(&listed));
+            async move {
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                // Set when a request whose answer is to be lost went up: HTTP/1.1 answers
+                // in order, so what comes down next is its answer.
+                let armed = Arc::new(AtomicBool::new(false));
+                let up_armed = Arc::clone(&armed);
+                let up = tokio::spawn(async move {
                     let mut buffer = vec![0_u8; 64 * 1024];
+                    // A request's head, gathered until its blank line.
+                    let mut head: Option<Vec<u8>> = Some(Vec::new());
                     loop {
-                        let read = match server_read.read(&mut buffer).await {
+                        let read = match client_read.read(&mut buffer).await {
                             Ok(0) | Err(_) => break,
                             Ok(read) => read,
                         };
-                        if armed.load(Ordering::SeqCst) {
-                            break; // the answer is lost, with the connection
+                        if let Some(gathered) = head.as_mut() {
+                            gathered.extend_from_slice(&buffer[..read]);
+                            if gathered.windows(4).any(|w| w == b"\r\n\r\n") {
+                                if let Some((operation, first)) = operation_of(gathered) {
+                                    let lose = |n: usize| (n < times).then_some(n + 1);
+                                    if first
+                                        && operation.eq_ignore_ascii_case(target)
+                                        && counter
+                                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, lose)
+                                            .is_ok()
+                                    {
+                                        up_armed.store(true, Ordering::SeqCst);
+                                    }
+                                    listed.lock().expect("not poisoned").push(operation);
+                                }
+                                // moto answers with `Connection: close`: one request
+                                // a connection, so one head.
+                                head = None;
+                            }
                         }
-                        if client_write.write_all(&buffer[..read]).await.is_err() {
+                        if server_write.write_all(&buffer[..read]).await.is_err() {
                             break;
                         }
                     }
-                    up.abort();
+                    let _ = server_write.shutdown().await;
                 });
+                let mut buffer = vec![0_u8; 64 * 1024];
+                loop {
+                    let read = match server_read.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(read) => read,
+                    };
+                    if armed.load(Ordering::SeqCst) {
+                        break; // the answer is lost, with the connection
+                    }
+                    if client_write.write_all(&buffer[..read]).await.is_err() {
+                        break;
+                    }
+                }
+                up.abort();
             }
         });
         Self { address, lost, operations, _runtime: runtime }
