@@ -299,6 +299,8 @@ impl Store {
                         && v.pointer.digest.trim_start_matches("sha256:").starts_with(wanted))
             })
             .collect();
+        // One bundle may be pointed at by several versions, not always in a row.
+        matching.sort_by(|a, b| a.pointer.digest.cmp(&b.pointer.digest));
         matching.dedup_by(|a, b| a.pointer.digest == b.pointer.digest);
         let [target] = matching.as_slice() else {
             return Err(ConfigError::UnknownVersion {
