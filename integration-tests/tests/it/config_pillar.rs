@@ -350,3 +350,64 @@ fn the_rust_provider_evaluates_through_the_openfeature_sdk() {
         "{offline:?}"
     );
 }
+
+/// What a bad day in the bucket does to a serving agent: a pointer naming a bundle whose
+/// bytes are not its digest (a tampered or partial upload), one naming a bundle that is not
+/// there, and the pointer deleted. The flags served stay the last good ones through each;
+/// a good publish afterwards is taken up, so the agent was polling all along.
+#[test]
+fn a_tampered_missing_or_deleted_flag_set_never_replaces_the_one_served() {
+    let bucket = bucket();
+    assert!(publish(&example(), &bucket).status.success());
+    let (good, _) = served(&bucket);
+    let cache = tempfile::tempdir().expect("temp dir");
+    let agent = Agent::start(&bucket, &env("AWS_ENDPOINT_URL"), cache.path());
+    let evaluate = || {
+        crate::support::runtime().block_on(async {
+            let answer = reqwest::Client::new()
+                .post(format!("{}/ofrep/v1/evaluate/flags/dns-new-resolver", agent.url))
+                .body(r#"{"context": {"team": "platform"}}"#)
+                .send()
+                .await
+                .expect("an answer");
+            answer.json::<Value>().await.expect("JSON")
+        })
+    };
+    let first = evaluate();
+    assert_eq!((&first["value"], &first["metadata"]["bundle"]), (&json!(true), &json!(good)));
+
+    let tamper = "import sys, json, boto3\n\
+         s3 = boto3.client('s3')\n\
+         bucket, digest, body = sys.argv[1], sys.argv[2], sys.argv[3]\n\
+         if body:\n\
+         \x20   s3.put_object(Bucket=bucket, Key='bundles/' + digest.split(':')[1] + '.json', Body=body.encode())\n\
+         if digest:\n\
+         \x20   pointer = {'digest': digest, 'published_at': '2026-12-01T00:00:00Z', 'flags': 6}\n\
+         \x20   s3.put_object(Bucket=bucket, Key='current', Body=json.dumps(pointer).encode())\n\
+         else:\n\
+         \x20   s3.delete_object(Bucket=bucket, Key='current')";
+    let tampered = format!("sha256:{}", "0".repeat(64));
+    let missing = format!("sha256:{}", "1".repeat(64));
+    let bad_days =
+        [(tampered.as_str(), r#"{"flags": {}, "policies": {}}"#), (missing.as_str(), ""), ("", "")];
+    for (digest, body) in bad_days {
+        python(tamper, &[&bucket, digest, body]);
+        // Past a poll (every second here), and a backoff or two.
+        std::thread::sleep(Duration::from_secs(3));
+        let now = evaluate();
+        assert_eq!(
+            (&now["value"], &now["metadata"]["bundle"]),
+            (&json!(true), &json!(good)),
+            "after the pointer became {digest:?}: {now}"
+        );
+    }
+
+    let changed = flag_set(|t| t.replace("default = \"info\"", "default = \"warn\""));
+    assert!(publish(changed.path(), &bucket).status.success());
+    let (replacement, _) = served(&bucket);
+    let started = Instant::now();
+    while evaluate()["metadata"]["bundle"] != json!(replacement) {
+        assert!(started.elapsed() < Duration::from_secs(30), "the good publish was never taken up");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
