@@ -51,8 +51,13 @@ pub struct Client {
     state: RwLock<State>,
 }
 
-const BUNDLE_FILE: &str = "bundle.json";
 const POINTER_FILE: &str = "pointer.json";
+
+/// The cached bundle of `digest`: named by it, so the pointer file always names a bundle
+/// file that is there (the old one is removed only once the new pointer is in place).
+fn bundle_file(digest: &str) -> String {
+    format!("bundle-{}.json", digest.trim_start_matches("sha256:"))
+}
 
 fn epoch_seconds(at: SystemTime) -> u64 {
     at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -188,23 +193,33 @@ fn load_cache(dir: &Path) -> Result<Option<(Evaluator, Cached)>, ConfigError> {
     };
     let cached: Cached =
         serde_json::from_slice(&text).map_err(|e| cache_error(&pointer_path, e))?;
-    let bundle_path = dir.join(BUNDLE_FILE);
+    let bundle_path = dir.join(bundle_file(&cached.pointer.digest));
     let bytes = std::fs::read(&bundle_path).map_err(|e| cache_error(&bundle_path, e))?;
     let bundle =
         Bundle::from_bytes(&bytes, &cached.pointer.digest, &bundle_path.display().to_string())?;
     Ok(Some((Evaluator::new(bundle, cached.pointer.digest.clone())?, cached)))
 }
 
-/// Writes each file whole beside its place, then renames it there: a crash leaves the old
-/// pair or the new, and a mismatched pair fails its digest check on load.
+/// Writes the bundle under its digest, then the pointer naming it, each whole beside its
+/// place and renamed there; then removes older bundles. A crash at any point leaves a
+/// pointer naming a bundle file that is there, whole.
 fn save_cache(dir: &Path, bytes: &[u8], cached: &Cached) -> Result<(), ConfigError> {
     std::fs::create_dir_all(dir).map_err(|e| cache_error(dir, e))?;
+    let bundle = bundle_file(&cached.pointer.digest);
     let pointer = serde_json::to_vec(cached).expect("serializes");
-    for (name, content) in [(BUNDLE_FILE, bytes), (POINTER_FILE, pointer.as_slice())] {
+    for (name, content) in [(bundle.as_str(), bytes), (POINTER_FILE, pointer.as_slice())] {
         let path = dir.join(name);
         let partial = dir.join(format!("{name}.partial"));
         std::fs::write(&partial, content).map_err(|e| cache_error(&partial, e))?;
         std::fs::rename(&partial, &path).map_err(|e| cache_error(&path, e))?;
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| cache_error(dir, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("bundle-") && name != bundle {
+            // Only disk space is at stake if it stays.
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
     Ok(())
 }

@@ -319,17 +319,9 @@ fn the_agent_counts_failed_rules_and_nothing_to_serve_but_not_unknown_keys() {
 
     use crate::agent::Agent;
     use crate::client::Client;
-    use crate::store::Store;
 
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new("eu-west-1"))
-            .build(),
-    );
     let agent = |cache: &Path| {
-        let store = Store::new(s3.clone(), "flags", "");
-        Agent::new(Client::new(store, Some(cache.to_owned())), Duration::from_secs(30))
+        Agent::new(Client::new(unreached_store(), Some(cache.to_owned())), Duration::from_secs(30))
     };
     let errors = |agent: &Agent| agent.metrics().to_json(0)["EvaluationErrors"].clone();
     let single = "/ofrep/v1/evaluate/flags/dns-new-resolver";
@@ -350,13 +342,7 @@ fn the_agent_counts_failed_rules_and_nothing_to_serve_but_not_unknown_keys() {
     });
     let bytes = load(set.path()).expect("valid").to_bytes();
     let cache = tempfile::tempdir().expect("temp dir");
-    std::fs::write(cache.path().join("bundle.json"), &bytes).unwrap();
-    let pointer = json!({
-        "pointer": {"digest": digest(&bytes), "published_at": "2026-12-01T00:00:00Z", "flags": 6},
-        "etag": "\"cached\"",
-        "confirmed_at": 0,
-    });
-    std::fs::write(cache.path().join("pointer.json"), pointer.to_string()).unwrap();
+    write_cache(cache.path(), &bytes, true);
     let serving = agent(cache.path());
     let both = br#"{"context": {"a": true, "b": true}}"#;
     let answers = [
@@ -372,4 +358,51 @@ fn the_agent_counts_failed_rules_and_nothing_to_serve_but_not_unknown_keys() {
     }
     let metrics = serving.metrics().to_json(0);
     assert_eq!((&metrics["Evaluations"], &metrics["EvaluationErrors"]), (&json!(5.0), &json!(2.0)));
+}
+
+/// A store no test reaches: the client serves what its cache holds.
+fn unreached_store() -> crate::store::Store {
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("eu-west-1"))
+            .build(),
+    );
+    crate::store::Store::new(s3, "flags", "")
+}
+
+/// The bundle `bytes` in a client's cache `dir`, named by its digest, and (if `current`)
+/// the pointer naming it, as the client writes them.
+fn write_cache(dir: &Path, bytes: &[u8], current: bool) {
+    let digest = digest(bytes);
+    let file = format!("bundle-{}.json", digest.trim_start_matches("sha256:"));
+    std::fs::write(dir.join(file), bytes).unwrap();
+    if current {
+        let pointer = json!({
+            "pointer": {"digest": digest, "published_at": "2026-12-01T00:00:00Z", "flags": 6},
+            "etag": "\"cached\"",
+            "confirmed_at": 0,
+        });
+        std::fs::write(dir.join("pointer.json"), pointer.to_string()).unwrap();
+    }
+}
+
+/// A process stopped while caching a new flag set (its bundle written, the pointer not yet
+/// moved): restarted, it serves the flag set the pointer names, not nothing.
+#[test]
+fn a_cache_cut_short_between_its_files_still_serves_the_last_good_flag_set() {
+    use crate::client::Client;
+
+    let cache = tempfile::tempdir().expect("temp dir");
+    let old = load(&example()).expect("valid").to_bytes();
+    write_cache(cache.path(), &old, true);
+    let changed = changed(|dir| {
+        let text = std::fs::read_to_string(dir.join("flags.toml")).unwrap();
+        std::fs::write(dir.join("flags.toml"), text.replace("default = 4", "default = 6")).unwrap();
+    });
+    write_cache(cache.path(), &load(changed.path()).expect("valid").to_bytes(), false);
+    let client = Client::new(unreached_store(), Some(cache.path().to_owned()));
+    let served = client.evaluator().expect("the last good flag set is served");
+    assert_eq!(served.digest(), digest(&old));
+    assert_eq!(client.evaluate("max-parallel-builds", &json!({})).value, Some(json!(4)));
 }
